@@ -1,0 +1,100 @@
+"""CARS196 (Stanford Cars): classes 1-98 train, 99-196 test; whole images, no bounding-box crop.
+
+Two layouts of data_dir are understood, tried in this order:
+  (a) the standard release: ``cars_annos.mat`` + ``car_ims/``;
+  (b) the official EE meta files: ``train.txt`` and ``test.txt`` (in data_dir or data_dir/meta)
+      with header ``image_id class_id view_id path`` and lines like ``1 0 0 car_ims/000001.jpg``.
+Labels are 0-based (release class - 1), so both layouts give the same labels.
+"""
+import os
+
+import numpy as np
+import scipy.io
+
+from utils.errors import UserError
+
+NUM_TRAIN_CLASSES = 98  # release classes 1..98 train, 99..196 test
+MAT_NAME = 'cars_annos.mat'
+MAT_FIELDS = ('relative_im_path', 'class')
+META_DIRS = ('', 'meta', os.path.join('meta', 'CARS196'))
+
+
+def _check_image_dir(data_dir):
+    image_dir = os.path.join(data_dir, 'car_ims')
+    if not os.path.isdir(image_dir):
+        raise UserError(f"CARS196: image folder {image_dir} does not exist (expected data_dir/car_ims/)")
+
+
+def load_from_mat(data_dir):
+    """Read ``cars_annos.mat``; returns (train_items, test_items) of ``(path, label 0..195)``."""
+    mat_path = os.path.join(data_dir, MAT_NAME)
+    expected = "a struct array 'annotations' with fields " + ', '.join(MAT_FIELDS)
+    try:
+        mat = scipy.io.loadmat(mat_path, squeeze_me=True)
+    except Exception as err:  # scipy raises several types for truncated or non-MAT files
+        raise UserError(f"cannot read {mat_path}: {err} (expected {expected})") from None
+    annotations = mat.get('annotations')
+    if annotations is None:
+        raise UserError(f"{mat_path} is malformed: no 'annotations' variable (expected {expected})")
+    names = getattr(annotations.dtype, 'names', None) or ()
+    missing = [field for field in MAT_FIELDS if field not in names]
+    if missing:
+        raise UserError(f"{mat_path} is malformed: 'annotations' lacks field(s) {', '.join(missing)} "
+                        f"(expected {expected})")
+    # squeeze_me turns a single annotation into a 0-d array.
+    annotations = np.atleast_1d(annotations)
+    train, test = [], []
+    for record in annotations:
+        try:
+            rel_path, cls = str(record['relative_im_path']), int(record['class'])
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{mat_path} is malformed: bad annotation {record!r} ({err}; expected {expected})") from None
+        item = (os.path.join(data_dir, rel_path), cls - 1)
+        (train if cls <= NUM_TRAIN_CLASSES else test).append(item)
+    return train, test
+
+
+def _read_meta(data_dir, meta_path):
+    items = []
+    with open(meta_path) as f:
+        lines = f.read().splitlines()
+    for line_no, line in enumerate(lines[1:], start=2):  # line 1 is the header
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 4:
+            raise UserError(f"{meta_path} line {line_no}: expected 'image_id class_id view_id path', got {line!r}")
+        try:
+            label = int(fields[1])
+        except ValueError:
+            raise UserError(f"{meta_path} line {line_no}: class_id {fields[1]!r} is not an integer") from None
+        items.append((os.path.join(data_dir, fields[3]), label))
+    return items
+
+
+def find_meta_dir(data_dir):
+    """The folder holding train.txt and test.txt (data_dir, data_dir/meta or data_dir/meta/CARS196), or None."""
+    for sub in META_DIRS:
+        folder = os.path.join(data_dir, sub)
+        if all(os.path.isfile(os.path.join(folder, name)) for name in ('train.txt', 'test.txt')):
+            return folder
+    return None
+
+
+def load_from_meta(data_dir, meta_dir):
+    """Read the official EE meta files; image paths are relative to data_dir."""
+    return (_read_meta(data_dir, os.path.join(meta_dir, 'train.txt')),
+            _read_meta(data_dir, os.path.join(meta_dir, 'test.txt')))
+
+
+def load_cars196(data_dir):
+    """(train_items, test_items), lists of ``(image path, label)``, from either layout of data_dir."""
+    if os.path.isfile(os.path.join(data_dir, MAT_NAME)):
+        _check_image_dir(data_dir)
+        return load_from_mat(data_dir)
+    meta_dir = find_meta_dir(data_dir)
+    if meta_dir is not None:
+        _check_image_dir(data_dir)
+        return load_from_meta(data_dir, meta_dir)
+    raise UserError(f"CARS196 not found in {data_dir}: expected either {MAT_NAME} + car_ims/ (standard release) "
+                    f"or train.txt + test.txt (official EE meta, in data_dir or data_dir/meta) + car_ims/")

@@ -1,0 +1,59 @@
+"""A data set given as a list of ``(source, label)`` pairs, decoded lazily with OpenCV."""
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from utils.errors import UserError
+
+# OpenCV's own thread pool can deadlock in DataLoader workers forked from a process that
+# already used it, and the workers already give us parallelism.
+cv2.setNumThreads(0)
+
+
+def read_rgb(path):
+    """Decode an image file to an HxWx3 uint8 RGB array (greyscale becomes 3 equal channels).
+
+    Raises UserError naming the path when the file is missing or cannot be decoded.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"cannot decode image {path}: file does not exist")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        # cv2.imread signals unreadable, truncated or unsupported files only by returning None.
+        raise UserError(f"cannot decode image {path}: not a readable image file (corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class ImageList(mx.gluon.data.Dataset):
+    """Images and integer class labels.
+
+    items: list of ``(source, label)``; source is an image file path (str) or an HxWx3 uint8 RGB
+        array (in-memory data sets such as digits); label is an int class id.
+    transform: callable taking the HxWx3 uint8 RGB image, e.g. ``data.transforms.test_transform(S)``
+        which returns a 3xSxS float32 array; None returns the decoded image unchanged.
+
+    ``dataset[i]`` -> ``(image, label)`` with label an ``np.int32`` scalar, so a DataLoader batch is
+    ``(B x 3 x S x S float32, (B,) int32)``.
+    """
+
+    def __init__(self, items, transform=None):
+        self.items = list(items)
+        self.transform = transform
+        self._labels = np.asarray([label for _, label in self.items], dtype=np.int64)
+
+    @property
+    def labels(self):
+        """(N,) int64 class label of every item, in item order."""
+        return self._labels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        source, label = self.items[idx]
+        image = source if isinstance(source, np.ndarray) else read_rgb(source)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, np.int32(label)

@@ -1,0 +1,74 @@
+"""The official EE image transforms, in numpy + OpenCV (bilinear resizing).
+
+Randomness comes from Python's ``random`` module, so seeding it makes runs repeatable with
+``num_workers=0``. The transforms are module-level classes so that DataLoader workers can pickle them.
+"""
+import random
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# Enlargement before the random crop; the crop therefore shifts the image by up to 1/9 of its side.
+TRANSLATION_SCALE = 1.125
+
+
+def resize(image, size):
+    """HxWx3 uint8 -> size x size x 3 uint8, bilinear."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def to_normalised_chw(image):
+    """HxWx3 uint8 RGB -> 3xHxW float32: scaled to [0, 1], then ImageNet mean/std normalised."""
+    x = image.astype(np.float32) / np.float32(255.0)
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+class TrainTransform:
+    """Random 2-D translation, random horizontal flip, to tensor, normalise.
+
+    With probability 0.5 the image is simply resized to image_size; otherwise it is resized to
+    round(1.125 * image_size) and a random image_size crop is taken.
+    Input HxWx3 uint8 RGB; output 3 x image_size x image_size float32.
+    """
+
+    def __init__(self, image_size):
+        self.image_size = int(image_size)
+
+    def __call__(self, image):
+        size = self.image_size
+        if random.random() < 0.5:
+            image = resize(image, size)
+        else:
+            big = int(round(size * TRANSLATION_SCALE))
+            image = resize(image, big)
+            # x before y: the same draw order as the official code.
+            x0 = int(round(random.uniform(0, big - size)))
+            y0 = int(round(random.uniform(0, big - size)))
+            image = image[y0:y0 + size, x0:x0 + size]
+        if random.random() < 0.5:
+            image = image[:, ::-1]
+        return to_normalised_chw(image)
+
+
+class TestTransform:
+    """Resize to image_size x image_size, to tensor, normalise. HxWx3 uint8 -> 3xSxS float32."""
+
+    def __init__(self, image_size):
+        self.image_size = int(image_size)
+
+    def __call__(self, image):
+        return to_normalised_chw(resize(image, self.image_size))
+
+
+def train_transform(image_size):
+    """The training transform for square inputs of side image_size."""
+    return TrainTransform(image_size)
+
+
+def test_transform(image_size):
+    """The evaluation transform for square inputs of side image_size."""
+    return TestTransform(image_size)
