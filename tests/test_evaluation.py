@@ -1,0 +1,216 @@
+"""utils.evaluation and the utils.evaluate CLI against brute-force references."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from utils.evaluation import (evaluate, evaluate_query_gallery, kmeans_assign,
+                              pairwise_f1)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RETRIEVAL = ('recall', 'map_at_r', 'r_precision')
+KS = (1, 2, 4, 8, 1000)
+
+
+def _ranked_relevance(dist_row, labels, label, exclude):
+    """Same-label flags of all items except ``exclude``, ordered by (distance, other-label)."""
+    idx = [j for j in range(len(labels)) if j != exclude]
+    idx.sort(key=lambda j: (dist_row[j], labels[j] != label))
+    return np.array([labels[j] == label for j in idx], dtype=bool)
+
+
+def brute_force(q, ql, g, gl, ks, self_retrieval):
+    """Full float64 distance matrix, one full sort per query, optimistic ties (same label first)."""
+    d = ((q.astype(np.float64)[:, None, :] - g.astype(np.float64)[None, :, :]) ** 2).sum(-1)
+    hits = {k: 0 for k in ks}
+    aps, rps = [], []
+    for i in range(len(ql)):
+        rel = _ranked_relevance(d[i], gl, ql[i], i if self_retrieval else -1)
+        r = int(rel.sum())
+        if r == 0:
+            continue
+        rank = int(np.argmax(rel)) + 1
+        for k in ks:
+            hits[k] += rank <= k
+        top = rel[:r]
+        rps.append(top.mean())
+        aps.append((np.cumsum(top) / np.arange(1, r + 1) * top).sum() / r)
+    out = {'R@%d' % k: hits[k] / len(ql) for k in ks}
+    out['MAP@R'] = float(np.mean(aps))
+    out['RP'] = float(np.mean(rps))
+    return out
+
+
+def _assert_same(result, expected):
+    assert set(result) == set(expected)
+    for key in expected:
+        assert isinstance(result[key], float)
+        assert result[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def _data(kind, n=90, d=4, n_classes=12, seed=0):
+    """Embeddings with class structure; 'ties' = small integers (exact ties, exact in float32);
+    labels include three singleton classes."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, n_classes, size=n)
+    labels[:3] = [100, 101, 102]
+    if kind == 'ties':
+        emb = rng.randint(-2, 3, size=(n, d)).astype(np.float32)
+    else:
+        emb = (rng.randn(n_classes + 3, d)[np.unique(labels, return_inverse=True)[1]]
+               + 0.8 * rng.randn(n, d)).astype(np.float32)
+    return emb, labels
+
+
+@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+def test_retrieval_matches_brute_force(kind):
+    emb, labels = _data(kind)
+    expected = brute_force(emb, labels, emb, labels, KS, True)
+    _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS), expected)
+
+
+def test_ties_are_optimistic():
+    # 1-d points; the query at 0 has a same-label item and an other-label item both at distance 1.
+    emb = np.array([[0.0], [1.0], [-1.0], [5.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=(1,))
+    # Query 0: same-label at rank 1 by the tie rule.  Query 1: neighbours 0 (same) -> hit.
+    # Query 2: neighbours 0 (d=1), 1 (d=4), 3 (d=36) -> same-label item 3 at rank 3.
+    # Query 3: neighbours 1 (d=16), 0, 2 -> rank 3.
+    assert res['R@1'] == 0.5
+    # R = 1 for everybody, so MAP@R = RP = fraction of queries whose nearest is same-label.
+    assert res['MAP@R'] == 0.5 and res['RP'] == 0.5
+
+
+def test_large_k_and_singletons():
+    emb, labels = _data('continuous', n=20)
+    res = evaluate(emb, labels, metrics=('recall',), recallk=(19, 50))
+    # With K >= n - 1 every query with another same-label item scores; singletons never do.
+    n_with_pos = sum(np.count_nonzero(labels == l) > 1 for l in labels)
+    assert res['R@19'] == res['R@50'] == n_with_pos / 20.0 < 1.0
+
+
+@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+def test_block_size_and_mxnet_branch_agree(kind):
+    emb, labels = _data(kind, n=70)
+    one_block = evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=70)
+    _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=7), one_block)
+    _assert_same(evaluate(mx.nd.array(emb), mx.nd.array(labels), metrics=RETRIEVAL, recallk=KS,
+                          block_size=7, ctx=mx.cpu()), one_block)
+
+
+@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+def test_query_gallery_matches_brute_force(kind):
+    emb, labels = _data(kind, n=120)
+    q, ql, g, gl = emb[:50], labels[:50], emb[50:], labels[50:]
+    ql[0] = 999  # a query whose label is not in the gallery never scores
+    expected = brute_force(q, ql, g, gl, (1, 5, 100), False)
+    _assert_same(evaluate_query_gallery(q, ql, g, gl, (1, 5, 100), metrics=RETRIEVAL,
+                                        block_size=9), expected)
+    _assert_same(evaluate_query_gallery(q, ql, g, gl, (1, 5, 100), metrics=RETRIEVAL,
+                                        ctx=mx.cpu()), expected)
+
+
+def test_pairwise_f1_matches_pair_count():
+    rng = np.random.RandomState(1)
+    labels = rng.randint(0, 6, size=40)
+    clusters = rng.randint(0, 5, size=40)
+    tp = fp = fn = 0
+    for i in range(40):
+        for j in range(i + 1, 40):
+            same_c, same_l = clusters[i] == clusters[j], labels[i] == labels[j]
+            tp += same_c and same_l
+            fp += same_c and not same_l
+            fn += same_l and not same_c
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    assert pairwise_f1(labels, clusters) == pytest.approx(2 * p * r / (p + r), abs=1e-12)
+    assert pairwise_f1(labels, labels) == 1.0
+
+
+def test_nmi_and_f1_use_one_clustering():
+    emb, labels = _data('continuous')
+    res = evaluate(emb, labels, metrics=('nmi', 'f1'), seed=3)
+    clusters = kmeans_assign(emb, len(np.unique(labels)), seed=3)
+    assert set(res) == {'NMI', 'F1'}
+    assert res['NMI'] == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
+    assert res['F1'] == pytest.approx(pairwise_f1(labels, clusters), abs=1e-12)
+    assert 0.0 < res['F1'] < res['NMI'] < 1.0
+
+
+def test_well_separated_classes_score_one():
+    rng = np.random.RandomState(2)
+    labels = np.repeat(np.arange(5), 6)
+    emb = (10 * np.eye(5)[labels] + 0.01 * rng.randn(30, 5)).astype(np.float32)
+    res = evaluate(emb, labels, metrics=('recall', 'map_at_r', 'r_precision', 'nmi', 'f1'))
+    assert res == {'R@1': 1.0, 'R@2': 1.0, 'R@4': 1.0, 'R@8': 1.0, 'MAP@R': 1.0, 'RP': 1.0,
+                   'NMI': 1.0, 'F1': 1.0}
+
+
+def test_bad_arguments():
+    emb, labels = _data('continuous', n=10)
+    with pytest.raises(ValueError, match='unknown metric'):
+        evaluate(emb, labels, metrics=('recall', 'accuracy'))
+    with pytest.raises(ValueError, match='positive'):
+        evaluate(emb, labels, recallk=(0,))
+    with pytest.raises(ValueError, match='rows'):
+        evaluate(emb, labels[:-1])
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, '-m', 'utils.evaluate'] + list(args), cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_end_to_end(tmp_path):
+    emb, labels = _data('continuous')
+    np.save(tmp_path / 'e.npy', emb)
+    np.save(tmp_path / 'l.npy', labels)
+    out = tmp_path / 'out.json'
+    proc = _cli('--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy'),
+                '--recallk', '1,10,100', '--metrics', 'recall,map_at_r,r_precision,nmi,f1',
+                '--json', str(out))
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(out.read_text())
+    expected = evaluate(emb, labels, metrics=('recall', 'map_at_r', 'r_precision', 'nmi', 'f1'),
+                        recallk=(1, 10, 100))
+    assert list(got) == ['R@1', 'R@10', 'R@100', 'MAP@R', 'RP', 'NMI', 'F1']
+    for key in got:
+        assert got[key] == pytest.approx(expected[key], abs=1e-12)
+        assert '%.2f' % (100 * got[key]) in proc.stdout
+
+    np.save(tmp_path / 'ql.npy', labels[:30])
+    np.save(tmp_path / 'gl.npy', labels[30:])
+    np.save(tmp_path / 'qe.npy', emb[:30])
+    np.save(tmp_path / 'ge.npy', emb[30:])
+    proc = _cli('--query-embeddings', str(tmp_path / 'qe.npy'), '--query-labels',
+                str(tmp_path / 'ql.npy'), '--gallery-embeddings', str(tmp_path / 'ge.npy'),
+                '--gallery-labels', str(tmp_path / 'gl.npy'), '--recallk', '1,5',
+                '--json', str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == pytest.approx(
+        evaluate_query_gallery(emb[:30], labels[:30], emb[30:], labels[30:], (1, 5)), abs=1e-12)
+
+
+def test_cli_errors(tmp_path):
+    np.save(tmp_path / 'e.npy', np.zeros((5, 3), dtype=np.float32))
+    np.save(tmp_path / 'l.npy', np.zeros(4, dtype=np.int64))
+    missing = str(tmp_path / 'missing.npy')
+    cases = [
+        (['--embeddings', missing, '--labels', str(tmp_path / 'l.npy')],
+         '--embeddings: no such file: ' + missing),
+        (['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy')],
+         '--embeddings has 5 rows but --labels has 4 labels'),
+        (['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy'),
+          '--recallk', '1,0'], '--recallk must be'),
+    ]
+    for args, message in cases:
+        proc = _cli(*args)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
+            proc.stderr

@@ -1,0 +1,147 @@
+"""Evaluate saved embeddings from the command line.
+
+Self-retrieval (every item queries all others) plus clustering:
+    python3 -m utils.evaluate --embeddings E.npy --labels L.npy --recallk 1,10,100,1000 \\
+        --metrics recall,map_at_r,r_precision,nmi,f1 --json OUT.json
+Queries against a separate gallery (In-Shop):
+    python3 -m utils.evaluate --query-embeddings QE.npy --query-labels QL.npy \\
+        --gallery-embeddings GE.npy --gallery-labels GL.npy --recallk 1,10,20,30,40,50
+
+Prints one metric per line (percent) and optionally writes the raw fractions as JSON.  Bad input
+is reported as one line ``error: ...`` on stderr with exit status 2.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import UserError
+from .evaluation import METRICS, evaluate, evaluate_query_gallery
+
+
+def _parse_recallk(text):
+    try:
+        ks = [int(k) for k in text.split(',')]
+    except ValueError:
+        ks = []
+    if not ks or any(k < 1 for k in ks):
+        raise UserError('--recallk must be a comma-separated list of positive integers, got %r'
+                        % text)
+    return ks
+
+
+def _parse_metrics(text, allowed, flag_context):
+    metrics = [m for m in text.split(',') if m]
+    bad = [m for m in metrics if m not in allowed]
+    if bad or not metrics:
+        raise UserError('--metrics: %s; choose from %s%s'
+                        % ('unknown %s' % ','.join(bad) if bad else 'empty list',
+                           ','.join(allowed), flag_context))
+    return metrics
+
+
+def _load(path, flag, ndim):
+    """Load an .npy file given with ``flag`` and check its number of dimensions."""
+    if not os.path.isfile(path):
+        raise UserError('%s: no such file: %s' % (flag, path))
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError('%s: cannot read %s as a .npy array (%s)' % (flag, path, exc))
+    if arr.ndim != ndim:
+        raise UserError('%s: %s must be a %d-d array, got shape %s'
+                        % (flag, path, ndim, arr.shape))
+    if ndim == 1 and not np.issubdtype(arr.dtype, np.integer):
+        raise UserError('%s: %s must hold integer labels, got dtype %s' % (flag, path, arr.dtype))
+    if ndim == 2 and not np.issubdtype(arr.dtype, np.number):
+        raise UserError('%s: %s must hold numbers, got dtype %s' % (flag, path, arr.dtype))
+    return arr
+
+
+def _same_rows(emb, emb_flag, labels, labels_flag):
+    if emb.shape[0] != labels.shape[0]:
+        raise UserError('%s has %d rows but %s has %d labels'
+                        % (emb_flag, emb.shape[0], labels_flag, labels.shape[0]))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='python3 -m utils.evaluate', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--embeddings', help='(n, d) .npy embeddings for self-retrieval')
+    parser.add_argument('--labels', help='(n,) .npy integer labels')
+    parser.add_argument('--query-embeddings', help='(m, d) .npy query embeddings')
+    parser.add_argument('--query-labels', help='(m,) .npy query labels')
+    parser.add_argument('--gallery-embeddings', help='(n, d) .npy gallery embeddings')
+    parser.add_argument('--gallery-labels', help='(n,) .npy gallery labels')
+    parser.add_argument('--recallk', default='1,2,4,8', help='comma-separated K for Recall@K')
+    parser.add_argument('--metrics', default=None,
+                        help='comma-separated subset of %s (default: recall,nmi; query/gallery: '
+                             'recall)' % ','.join(METRICS))
+    parser.add_argument('--seed', type=int, default=0, help='k-means seed')
+    parser.add_argument('--block-size', type=int, default=None,
+                        help='query rows per block (default: about 64 MB of scores)')
+    parser.add_argument('--json', help='write the metrics (fractions) to this JSON file')
+    return parser
+
+
+def run(argv=None):
+    """Parse ``argv``, evaluate, print the table; returns the metrics dict."""
+    args = build_parser().parse_args(argv)
+    recallk = _parse_recallk(args.recallk)
+    if args.block_size is not None and args.block_size < 1:
+        raise UserError('--block-size must be a positive integer, got %d' % args.block_size)
+    qg_flags = [args.query_embeddings, args.query_labels, args.gallery_embeddings,
+                args.gallery_labels]
+    if any(f is not None for f in qg_flags):
+        if args.embeddings is not None or args.labels is not None:
+            raise UserError('give either --embeddings/--labels or the four --query-*/--gallery-* '
+                            'flags, not both')
+        if any(f is None for f in qg_flags):
+            raise UserError('query/gallery mode needs all of --query-embeddings, --query-labels, '
+                            '--gallery-embeddings, --gallery-labels')
+        metrics = _parse_metrics(args.metrics or 'recall', METRICS[:3],
+                                 ' (clustering metrics need --embeddings/--labels)')
+        qe = _load(args.query_embeddings, '--query-embeddings', 2)
+        ql = _load(args.query_labels, '--query-labels', 1)
+        ge = _load(args.gallery_embeddings, '--gallery-embeddings', 2)
+        gl = _load(args.gallery_labels, '--gallery-labels', 1)
+        _same_rows(qe, '--query-embeddings', ql, '--query-labels')
+        _same_rows(ge, '--gallery-embeddings', gl, '--gallery-labels')
+        if qe.shape[1] != ge.shape[1]:
+            raise UserError('--query-embeddings are %d-d but --gallery-embeddings are %d-d'
+                            % (qe.shape[1], ge.shape[1]))
+        result = evaluate_query_gallery(qe, ql, ge, gl, recallk, metrics=metrics,
+                                        block_size=args.block_size)
+    else:
+        if args.embeddings is None or args.labels is None:
+            raise UserError('give --embeddings and --labels (or the --query-*/--gallery-* flags)')
+        metrics = _parse_metrics(args.metrics or 'recall,nmi', METRICS, '')
+        emb = _load(args.embeddings, '--embeddings', 2)
+        labels = _load(args.labels, '--labels', 1)
+        _same_rows(emb, '--embeddings', labels, '--labels')
+        result = evaluate(emb, labels, metrics=metrics, recallk=recallk, seed=args.seed,
+                          block_size=args.block_size)
+    for key, value in result.items():
+        print('%-8s %7.2f' % (key, 100.0 * value))
+    if args.json:
+        try:
+            with open(args.json, 'w') as f:
+                json.dump(result, f, indent=2)
+        except OSError as exc:
+            raise UserError('--json: cannot write %s (%s)' % (args.json, exc.strerror))
+    return result
+
+
+def main(argv=None):
+    try:
+        run(argv)
+    except UserError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

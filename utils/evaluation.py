@@ -1,0 +1,306 @@
+"""Retrieval and clustering metrics for deep metric learning (SPEC section 6).
+
+Retrieval metrics (Recall@K, MAP@R, R-precision) are exact and blocked: queries are processed in
+blocks of rows against the whole gallery, so memory grows with ``block_size * n``, never ``n * n``.
+
+Distances are squared Euclidean.  Per query row the code ranks by ``|x|^2 - 2 q.x``, which differs
+from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order.
+
+Ties: the official EE code ranks with ``argpartition``/``argsort``, which breaks ties arbitrarily.
+We use the optimistic convention throughout: among items at exactly the same distance, same-label
+items come first.  So the rank of the nearest same-label item is
+``1 + #{other-label items strictly closer than it}``, and MAP@R / R-precision look at the R nearest
+neighbours ordered by (distance, other-label).
+
+Queries without any other same-label item (classes of size 1) never score for Recall@K and count in
+its denominator, as in the official code; MAP@R and R-precision are undefined for them (R = 0), so
+they are left out of those means.  K larger than the number of neighbours means "all neighbours".
+"""
+import numpy as np
+
+METRICS = ('recall', 'map_at_r', 'r_precision', 'nmi', 'f1')
+
+
+def _as_array(x, name, ndim, dtype):
+    """Convert a numpy array or mx.nd.NDArray to a numpy array of ``ndim`` dimensions."""
+    if hasattr(x, 'asnumpy'):
+        x = x.asnumpy()
+    x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError('%s must have %d dimensions, got shape %s' % (name, ndim, x.shape))
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _check_metrics(metrics, allowed):
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in allowed]
+    if unknown:
+        raise ValueError('unknown metric(s) %s; choose from %s' % (unknown, ', '.join(allowed)))
+    return metrics
+
+
+def _check_recallk(recallk):
+    recallk = tuple(int(k) for k in recallk)
+    if any(k < 1 for k in recallk):
+        raise ValueError('recallk must be positive integers, got %s' % (recallk,))
+    return recallk
+
+
+class _Gallery(object):
+    """The items searched, sorted by label so that each class is one contiguous column range.
+
+    Attributes (n = number of gallery items, d = embedding size):
+      xa: (n, d+1) float32, rows ``[-2 x, |x|^2]``; with query rows ``[q, 1]`` one GEMM gives the
+          ranking score ``|x|^2 - 2 q.x`` without a separate pass over the (block, n) result.
+      order: (n,) int, original index of each sorted column.
+      labels: (n,) sorted labels.
+      classes, start, count: the distinct labels, first column and size of each class.
+    """
+
+    def __init__(self, emb, labels):
+        self.order = np.argsort(labels, kind='stable')
+        self.labels = labels[self.order]
+        x = emb[self.order]
+        n, d = x.shape
+        self.xa = np.empty((n, d + 1), dtype=np.float32)
+        np.multiply(x, -2.0, out=self.xa[:, :d])
+        self.xa[:, d] = np.einsum('ij,ij->i', x, x)
+        self.classes, self.start, self.count = np.unique(
+            self.labels, return_index=True, return_counts=True)
+
+    def positives(self, query_labels):
+        """First column and number of gallery items with each query's label; (m,), (m,)."""
+        pos = np.searchsorted(self.classes, query_labels)
+        pos_c = np.minimum(pos, len(self.classes) - 1)
+        found = self.classes[pos_c] == query_labels
+        return np.where(found, self.start[pos_c], 0), np.where(found, self.count[pos_c], 0)
+
+
+def _augment_queries(q):
+    """(m, d) queries -> (m, d+1) rows ``[q, 1]``."""
+    qa = np.empty((q.shape[0], q.shape[1] + 1), dtype=np.float32)
+    qa[:, :-1] = q
+    qa[:, -1] = 1.0
+    return qa
+
+
+def _block_stats(qa, xa, self_cols, pos_start, pos_count, k_top, ctx):
+    """Per-row statistics of one block of queries against the whole gallery.
+
+    qa: (B, d+1) augmented queries; xa: (n, d+1) augmented gallery (numpy, or mx.nd on ctx);
+    self_cols: (B,) column of each query itself in the gallery, or None (query/gallery mode);
+    pos_start, pos_count: (B,) column range of each query's class in the gallery (self included);
+    k_top: how many nearest neighbours to return per row (0: none).
+
+    Returns numpy arrays:
+      pos_vals: (B, P) scores of the query's class members, +inf for padding and for self;
+      n_closer: (B,) number of gallery items (self excluded) strictly closer than the nearest
+                same-label item;
+      top_vals, top_cols: (B, k_top) scores and columns of the k_top nearest items (self excluded),
+                in no particular order; ties at the boundary are cut arbitrarily.
+    """
+    b = qa.shape[0]
+    p = max(int(pos_count.max()), 1)
+    ar = np.arange(p)
+    pos_pad = ar[None, :] >= pos_count[:, None]
+    # Padding repeats a valid column (then masked with +inf) so one gather serves ragged classes.
+    pos_cols = pos_start[:, None] + np.minimum(ar[None, :], np.maximum(pos_count - 1, 0)[:, None])
+    if ctx is None:
+        s = np.dot(qa, xa.T)
+        if self_cols is not None:
+            s[np.arange(b), self_cols] = np.inf
+        pos_vals = np.take_along_axis(s, pos_cols, axis=1)
+        pos_vals[pos_pad] = np.inf
+        pos_min = pos_vals.min(axis=1)
+        n_closer = np.count_nonzero(s < pos_min[:, None], axis=1)
+        if k_top:
+            top_cols = np.argpartition(s, k_top - 1, axis=1)[:, :k_top]
+            top_vals = np.take_along_axis(s, top_cols, axis=1)
+        else:
+            top_cols = top_vals = None
+        return pos_vals, n_closer, top_vals, top_cols
+    import mxnet as mx
+    n = xa.shape[0]
+    s = mx.nd.dot(mx.nd.array(qa, ctx=ctx), xa, transpose_b=True)
+    if self_cols is not None:
+        s = s + mx.nd.one_hot(mx.nd.array(self_cols, ctx=ctx), n, on_value=np.inf, off_value=0.0)
+    flat = (np.arange(b)[:, None] * n + pos_cols).reshape(-1)
+    pos_vals = mx.nd.take(s.reshape((-1,)), mx.nd.array(flat, ctx=ctx, dtype='int64'))
+    pos_vals = pos_vals.reshape((b, p)) + mx.nd.array(np.where(pos_pad, np.inf, 0.0), ctx=ctx)
+    pos_min = pos_vals.min(axis=1, keepdims=True)
+    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_min), axis=1)
+    out = [pos_vals.asnumpy(), n_closer.asnumpy().astype(np.int64)]
+    if k_top:
+        top_vals, top_cols = mx.nd.topk(s, axis=1, k=k_top, ret_typ='both', is_ascend=True,
+                                       dtype='int64')
+        out += [top_vals.asnumpy(), top_cols.asnumpy()]
+    else:
+        out += [None, None]
+    return tuple(out)
+
+
+def _map_and_rp(pos_vals, top_vals, top_rel, r):
+    """MAP@R and R-precision per row from the k nearest neighbours, with optimistic ties.
+
+    pos_vals: (B, P) scores of the other same-label items (+inf padding);
+    top_vals, top_rel: (B, K) scores and same-label flags of the K >= max(r) nearest neighbours;
+    r: (B,) R per row, >= 1.
+    Returns (B,) MAP@R, (B,) R-precision.
+
+    The K nearest are exact as a multiset of scores, but members of a tie at the R-th score may
+    be cut arbitrarily.  So with tau = R-th smallest score: the items strictly closer than tau
+    are all in the list (sorted by score, same-label first on ties); the remaining slots up to R
+    are filled from the tie at tau, same-label items first, whose count comes from pos_vals.
+    """
+    k = top_vals.shape[1]
+    order = np.lexsort((~top_rel, top_vals), axis=1)
+    sv = np.take_along_axis(top_vals, order, axis=1)
+    srel = np.take_along_axis(top_rel, order, axis=1)
+    rows = np.arange(len(r))
+    tau = sv[rows, r - 1]
+    j = np.arange(k)[None, :]
+    n_below = np.count_nonzero(sv < tau[:, None], axis=1)
+    n_tie_pos = np.count_nonzero(pos_vals == tau[:, None], axis=1)
+    n_fill = np.minimum(n_tie_pos, r - n_below)
+    rel = np.where(j < n_below[:, None], srel,
+                   (j < (n_below + n_fill)[:, None]))
+    rel &= j < r[:, None]
+    hits = np.cumsum(rel, axis=1)
+    ap = (hits / (j + 1.0) * rel).sum(axis=1) / r
+    rp = hits[:, -1] / r
+    return ap, rp
+
+
+def _retrieval(q, q_labels, gallery, self_cols, recallk, metrics, ctx, block_size):
+    """Recall@K / MAP@R / R-precision of queries q (m, d) against a prepared _Gallery.
+
+    self_cols: (m,) column of each query in the gallery (self-retrieval) or None.
+    Returns a dict of Python floats.
+    """
+    m = q.shape[0]
+    n = gallery.xa.shape[0]
+    want_map = 'map_at_r' in metrics or 'r_precision' in metrics
+    pos_start, pos_count = gallery.positives(q_labels)
+    r_all = pos_count - (1 if self_cols is not None else 0)
+    if block_size is None:
+        block_size = max(1, min(m, (1 << 24) // max(n, 1)))
+    if ctx is None:
+        xa = gallery.xa
+    else:
+        import mxnet as mx
+        xa = mx.nd.array(gallery.xa, ctx=ctx)
+    first_rank = np.empty(m, dtype=np.int64)
+    ap_sum = rp_sum = 0.0
+    for lo in range(0, m, block_size):
+        hi = min(lo + block_size, m)
+        r = r_all[lo:hi]
+        k_top = int(r.max()) if want_map and r.max() > 0 else 0
+        pos_vals, n_closer, top_vals, top_cols = _block_stats(
+            _augment_queries(q[lo:hi]), xa, None if self_cols is None else self_cols[lo:hi],
+            pos_start[lo:hi], pos_count[lo:hi], k_top, ctx)
+        first_rank[lo:hi] = np.where(r > 0, n_closer + 1, np.iinfo(np.int64).max)
+        if k_top:
+            has = r > 0
+            top_rel = gallery.labels[top_cols[has]] == q_labels[lo:hi][has][:, None]
+            ap, rp = _map_and_rp(pos_vals[has], top_vals[has], top_rel, r[has])
+            ap_sum += ap.sum()
+            rp_sum += rp.sum()
+    out = {}
+    if 'recall' in metrics:
+        for k in recallk:
+            out['R@%d' % k] = float(np.mean(first_rank <= k)) if m else 0.0
+    n_valid = int(np.count_nonzero(r_all > 0))
+    if 'map_at_r' in metrics:
+        out['MAP@R'] = ap_sum / n_valid if n_valid else 0.0
+    if 'r_precision' in metrics:
+        out['RP'] = rp_sum / n_valid if n_valid else 0.0
+    return {key: float(v) for key, v in out.items()}
+
+
+def kmeans_assign(emb, n_clusters, seed=0):
+    """Cluster (n, d) embeddings into n_clusters with k-means; returns (n,) cluster ids."""
+    from sklearn.cluster import KMeans
+    km = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed)
+    return km.fit_predict(emb)
+
+
+def pairwise_f1(labels, clusters):
+    """Pairwise F-measure of a clustering; labels, clusters: (n,) ints.
+
+    A pair is predicted positive when both items share a cluster, truly positive when they share a
+    class.  Counted from the sparse contingency table: O(n) instead of O(n^2) pairs.
+    """
+    from sklearn.metrics.cluster import contingency_matrix
+    cont = contingency_matrix(labels, clusters, sparse=True)
+
+    def pairs(c):
+        c = np.asarray(c, dtype=np.float64)
+        return float((c * (c - 1) / 2).sum())
+
+    tp = pairs(cont.data)
+    pred_pos = pairs(np.asarray(cont.sum(axis=0)).ravel())
+    true_pos = pairs(np.asarray(cont.sum(axis=1)).ravel())
+    precision = tp / pred_pos if pred_pos else 0.0
+    recall = tp / true_pos if true_pos else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8), ctx=None,
+             seed=0, block_size=None):
+    """Evaluate embeddings by self-retrieval (each item queries all others) and by clustering.
+
+    embeddings: (n, d) float numpy array or mx.nd.NDArray; labels: (n,) ints.
+    metrics: subset of METRICS; recallk: positive ints; ctx: None for numpy on the CPU, or an
+    MXNet context for the block GEMM and reductions; seed: k-means seed; block_size: query rows
+    per block (default: about 64 MB of float32 scores per block).
+    Returns a dict of floats in [0, 1] with keys 'R@k' per k ('recall'), 'MAP@R', 'RP', 'NMI', 'F1'.
+    """
+    metrics = _check_metrics(metrics, METRICS)
+    recallk = _check_recallk(recallk)
+    emb = _as_array(embeddings, 'embeddings', 2, np.float32)
+    labels = _as_array(labels, 'labels', 1, np.int64)
+    if emb.shape[0] != labels.shape[0]:
+        raise ValueError('embeddings have %d rows but labels has %d entries'
+                         % (emb.shape[0], labels.shape[0]))
+    out = {}
+    retrieval = [m for m in metrics if m in ('recall', 'map_at_r', 'r_precision')]
+    if retrieval:
+        gallery = _Gallery(emb, labels)
+        self_cols = np.empty(len(labels), dtype=np.int64)
+        self_cols[gallery.order] = np.arange(len(labels))
+        # Queries in label-sorted order too: a block then holds few classes, which keeps the
+        # per-block top-R list (max R in the block) short.
+        out.update(_retrieval(emb[gallery.order], gallery.labels, gallery,
+                              self_cols[gallery.order], recallk, retrieval, ctx, block_size))
+    if 'nmi' in metrics or 'f1' in metrics:
+        from sklearn.metrics import normalized_mutual_info_score
+        clusters = kmeans_assign(emb, len(np.unique(labels)), seed)
+        if 'nmi' in metrics:
+            out['NMI'] = float(normalized_mutual_info_score(labels, clusters))
+        if 'f1' in metrics:
+            out['F1'] = float(pairwise_f1(labels, clusters))
+    return out
+
+
+def evaluate_query_gallery(query_emb, query_labels, gallery_emb, gallery_labels,
+                           recallk=(1, 10, 20, 30, 40, 50), metrics=('recall',), ctx=None,
+                           block_size=None):
+    """Retrieval of queries against a separate gallery (In-Shop); no item is excluded.
+
+    query_emb: (m, d), query_labels: (m,), gallery_emb: (n, d), gallery_labels: (n,).
+    metrics: subset of ('recall', 'map_at_r', 'r_precision'); R = number of gallery items of the
+    query's label.  Returns a dict of floats like evaluate().
+    """
+    metrics = _check_metrics(metrics, ('recall', 'map_at_r', 'r_precision'))
+    recallk = _check_recallk(recallk)
+    q = _as_array(query_emb, 'query embeddings', 2, np.float32)
+    ql = _as_array(query_labels, 'query labels', 1, np.int64)
+    g = _as_array(gallery_emb, 'gallery embeddings', 2, np.float32)
+    gl = _as_array(gallery_labels, 'gallery labels', 1, np.int64)
+    if q.shape[0] != ql.shape[0] or g.shape[0] != gl.shape[0]:
+        raise ValueError('embeddings and labels differ in length (query %d vs %d, gallery %d vs %d)'
+                         % (q.shape[0], ql.shape[0], g.shape[0], gl.shape[0]))
+    if q.shape[1] != g.shape[1]:
+        raise ValueError('query embeddings are %d-d but gallery embeddings are %d-d'
+                         % (q.shape[1], g.shape[1]))
+    return _retrieval(q, ql, _Gallery(g, gl), None, recallk, metrics, ctx, block_size)
