@@ -1,0 +1,5 @@
+"""Losses for deep metric learning, with Embedding Expansion (EE) as a reusable piece."""
+from .embedding_expansion import EmbeddingExpansion
+from .hphn_triplet import HPHNTripletLoss
+
+__all__ = ['EmbeddingExpansion', 'HPHNTripletLoss']
