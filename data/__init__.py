@@ -11,7 +11,7 @@ from utils.errors import UserError
 
 from .cars196 import load_cars196
 from .cub200 import load_cub200
-from .digits import load_digits_split
+from .digits import DIGITS_DEFAULTS, load_digits_split
 from .image_list import ImageList
 from .sampler import ClassBalancedSampler
 from .transforms import test_transform, train_transform
@@ -26,8 +26,8 @@ DATASETS = {
 # Names whose loader reads nothing from --data_dir.
 _BUNDLED = {'digits'}
 
-# Per-data-set flag defaults, filled in by main.py.
-DEFAULTS = {'digits': {}}
+# Per-data-set defaults of main.py's flags, for the flags the command line does not set.
+DEFAULTS = {'digits': DIGITS_DEFAULTS}
 
 
 def get_dataset(name, data_dir):

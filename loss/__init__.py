@@ -2,4 +2,9 @@
 from .embedding_expansion import EmbeddingExpansion
 from .hphn_triplet import HPHNTripletLoss
 
-__all__ = ['EmbeddingExpansion', 'HPHNTripletLoss']
+# --loss names of main.py
+LOSSES = {
+    'hphn_triplet': HPHNTripletLoss,
+}
+
+__all__ = ['EmbeddingExpansion', 'HPHNTripletLoss', 'LOSSES']

@@ -1,0 +1,90 @@
+"""main.py end to end on the offline digits data, and its one-line errors for bad input."""
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+import main
+from utils.events import read_scalars
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = ['--epochs', '12', '--eval_epoch_term', '6', '--batch_size', '40', '--num_instances', '8']
+
+
+def test_digits_run_logs_saves_and_lowers_the_loss(tmp_path, capsys):
+    assert main.main(QUICK + ['--save_dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '[epoch 12] R@1' in out and 'NMI' in out
+    scalars = read_scalars(str(tmp_path))
+    losses = [v for _, v in scalars['loss']]
+    assert len(losses) == 12                       # summary_step 1: every iteration of 12 one-batch epochs
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    assert [s for s, _ in scalars['metric/R1']] == [6, 12] and [s for s, _ in scalars['metric_epoch/NMI']] == [6, 12]
+    assert all(0 <= v <= 1 for _, v in scalars['metric/R1'])
+    assert 'metric/R1/best' in scalars
+    saved = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / '*.params')))
+    assert 'model_final.params' in saved and any(p.startswith('model_epoch_000') for p in saved)
+    assert not glob.glob(str(tmp_path / '*.tmp-*'))
+
+
+def test_same_seed_same_losses(tmp_path):
+    runs = []
+    for name in ('a', 'b'):
+        main.main(['--epochs', '3', '--eval_epoch_term', '3', '--batch_size', '40', '--num_instances', '8',
+                   '--save_dir', str(tmp_path / name)])
+        runs.append([v for _, v in read_scalars(str(tmp_path / name))['loss']])
+    assert runs[0] == runs[1]
+
+
+def test_soft_margin_reaches_the_loss():
+    args = main.parse_args(['--soft_margin', 'true', '--margin', '0.3'])
+    loss = main.build_loss(args)
+    assert loss.soft_margin is True and loss.margin == 0.3
+
+
+def test_official_spellings_and_digits_defaults():
+    args = main.parse_args(['--loss', 'hphn-triplet'])
+    assert args.loss == 'hphn_triplet' and args.image_size == 32 and args.pretrained is False
+    args = main.parse_args(['--data_name', 'cars196'])
+    assert args.image_size == 227 and args.epochs == 5000 and args.margin == 1e-5 and args.pretrained is True
+    assert args.lr_decay_epochs == [10, 20, 40, 80] and args.recallk == [1, 2, 4, 8]
+
+
+def run_cli(*flags, cwd=REPO):
+    """main.py in a subprocess: (exit status, stderr lines)."""
+    proc = subprocess.run([sys.executable, 'main.py', *flags], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+    return proc.returncode, [l for l in proc.stderr.splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize('flags,expected', [
+    (['--data_name', 'cars196', '--data_dir', '/nonexistent/cars'], '/nonexistent/cars'),
+    (['--batch_size', '42', '--num_instances', '7'], '--num_instances must be even'),
+    (['--batch_size', '50', '--num_instances', '8'], '--batch_size (50) must be a multiple of --num_instances (8)'),
+    (['--loss', 'contrastive'], '--loss'),
+    (['--backbone', 'vgg'], '--backbone'),
+    (['--save_dir', '/proc/nope'], '--save_dir'),
+    (['--gpu_idx', '0'], '--gpu_idx'),
+])
+def test_bad_input_is_one_line(tmp_path, flags, expected):
+    if '--save_dir' not in flags:
+        flags = flags + ['--save_dir', str(tmp_path)]
+    status, err = run_cli(*flags)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
+
+
+def test_malformed_cars_annos_is_named(tmp_path):
+    (tmp_path / 'car_ims').mkdir()
+    scipy.io.savemat(str(tmp_path / 'cars_annos.mat'), {'something_else': np.zeros(3)})
+    status, err = run_cli('--data_name', 'cars196', '--data_dir', str(tmp_path), '--save_dir', str(tmp_path / 'out'))
+    assert status == 2 and len(err) == 1 and 'cars_annos.mat' in err[0], err
+
+
+def test_bad_recallk_is_refused_by_the_parser():
+    status, err = run_cli('--recallk', '1,0')
+    assert status == 2 and '--recallk' in err[-1]
