@@ -3,6 +3,7 @@
 Randomness comes from Python's ``random`` module, so seeding it makes runs repeatable with
 ``num_workers=0``. The transforms are module-level classes so that DataLoader workers can pickle them.
 """
+import os
 import random
 
 import cv2
@@ -37,8 +38,14 @@ class TrainTransform:
 
     def __init__(self, image_size):
         self.image_size = int(image_size)
+        self._pid = os.getpid()
 
     def __call__(self, image):
+        if os.getpid() != self._pid:
+            # A forked DataLoader worker inherits the parent's random state: without a reseed every
+            # worker would draw the same crops and flips.
+            self._pid = os.getpid()
+            random.seed(random.getrandbits(64) ^ self._pid)
         size = self.image_size
         if random.random() < 0.5:
             image = resize(image, size)

@@ -345,3 +345,24 @@ def test_build_loaders_on_digits():
     images, labels = next(iter(train_loader))
     assert images.shape == (4, 3, 16, 16)
     assert len(test_loader) == 2 and len(test_labels) == 1797 - len(train_labels)
+
+
+def test_forked_workers_draw_different_augmentations():
+    """Each DataLoader worker reseeds on first use; without it, forks repeat the parent's draws."""
+    import multiprocessing
+    import random
+    from data import transforms as T
+    t = T.train_transform(16)
+    image = np.random.RandomState(0).randint(0, 255, (20, 20, 3)).astype(np.uint8)
+    random.seed(0)
+    ctx = multiprocessing.get_context('fork')
+    with ctx.Pool(2) as pool:
+        outs = pool.map(_apply_many, [(t, image)] * 2)
+    assert not all(np.array_equal(a, b) for a, b in zip(*outs))
+
+
+def _apply_many(args):
+    import time
+    t, image = args
+    time.sleep(0.2)     # keep both tasks from landing in one worker
+    return [t(image) for _ in range(8)]
