@@ -70,7 +70,8 @@ def build_parser():
     a('--epochs', default=5000, type=int,
       help='training epochs; an epoch is (training classes x num_instances) images, as in the release')
     a('--start_epoch', default=0, type=int,
-      help='first epoch number; as in the release it only shifts the epoch counter and lr schedule')
+      help='first epoch; with --resume, the checkpoint to load; without, it only shifts the epoch counter '
+           'and lr schedule, as in the release')
     a('--seed', default=0, type=int, help='random seed (numpy, random, mxnet)')
     # evaluation and logging
     a('--eval_epoch_term', default=50, type=int, help='evaluate every this many epochs')
@@ -79,9 +80,18 @@ def build_parser():
       help='comma-separated subset of recall, map_at_r, r_precision, nmi, f1')
     a('--summary_step', default=10, type=int, help='log loss and lr every this many iterations')
     a('--save_dir', default='./log/will/be/saved/here', help='logs and parameters go here')
+    # checkpoints
+    a('--checkpoint_epochs', default=10, type=int,
+      help='write a resumable checkpoint every this many epochs (and at the end); 0: only at the end')
+    a('--keep_checkpoints', default=2, type=int, help='how many of the newest checkpoints to keep')
+    a('--resume', nargs='?', const='auto', default=None,
+      help='continue from the latest checkpoint in --save_dir (none there: start afresh), or from the '
+           'checkpoint folder given; with --start_epoch N, from the checkpoint of epoch N')
     # devices
-    a('--gpu_idx', default=None, help='GPU ids, e.g. 0 or 0,1 (several: data parallel); unset: CPU')
-    a('--kvstore', default='device', help='gradient aggregation across devices: device | local')
+    a('--ctx', default=None, help='devices: cpu | cpu:0,cpu:1 | gpu:0,gpu:1 (several: data parallel)')
+    a('--gpu_idx', default=None, help='the official alias of --ctx: GPU ids, e.g. 0 or 0,1')
+    a('--kvstore', default='device',
+      help='gradient aggregation: device | local, or dist_sync | dist_async across machines')
     a('--debug', action='store_true', help='show the traceback of input errors')
     for name in ('alpha', 'beta', 'sigma'):
         a('--' + name, default={'alpha': 10.0, 'beta': 1.2, 'sigma': 0.5}[name], type=float,
@@ -119,9 +129,11 @@ def check_args(args, num_devices):
     if args.n_inner_pts > 0 and args.num_instances % 2:
         raise UserError('--num_instances must be even with Embedding Expansion (--n_inner_pts %d): EE pairs '
                         'consecutive images of a class; got %d' % (args.n_inner_pts, args.num_instances))
-    if (args.batch_size // num_devices) % args.num_instances or args.batch_size % num_devices:
-        raise UserError('--batch_size (%d) must split over %d devices into multiples of --num_instances (%d)'
-                        % (args.batch_size, num_devices, args.num_instances))
+    if args.batch_size % num_devices:
+        raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
+                        % (args.batch_size, num_devices))
+    if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
+        raise UserError('--checkpoint_epochs must be >= 0 and --keep_checkpoints >= 1')
     if sorted(args.lr_decay_epochs) != args.lr_decay_epochs or len(set(args.lr_decay_epochs)) != len(
             args.lr_decay_epochs):
         raise UserError('--lr_decay_epochs must be increasing, got %s' % args.lr_decay_epochs)
@@ -130,22 +142,6 @@ def check_args(args, num_devices):
         raise UserError('--eval_metrics: unknown %s; choose from %s' % (unknown, ', '.join(METRICS)))
     if args.eval_epoch_term < 1 or args.summary_step < 1 or args.epochs < 1:
         raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
-
-
-def contexts(gpu_idx):
-    import mxnet as mx
-    if gpu_idx is None or str(gpu_idx).strip().lower() in ('', 'none'):
-        return [mx.cpu()]
-    try:
-        ids = [int(i) for i in str(gpu_idx).split(',')]
-    except ValueError:
-        raise UserError('--gpu_idx expects GPU ids like 0 or 0,1, got %r' % gpu_idx)
-    available = mx.context.num_gpus()
-    missing = [i for i in ids if i >= available]
-    if missing:
-        raise UserError('--gpu_idx %s: MXNet sees %d GPU(s); a GPU run needs requirements-gpu.txt '
-                        '(mxnet-cu112) and CUDA 11.2' % (gpu_idx, available))
-    return [mx.gpu(i) for i in ids]
 
 
 def seed_everything(seed):
@@ -186,21 +182,52 @@ def extract_embeddings(net, loader, ctx):
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def train(args):
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def train_step(net, loss_fn, trainer, images, labels, ctx):
+    """One optimisation step; returns the mean per-anchor loss (float).
+
+    The batch is split over ``ctx``; the embeddings are gathered on ctx[0] so that the loss (and
+    its mining) sees the whole batch as on one device, whatever the number of devices.
+    """
     import mxnet as mx
     from mxnet import autograd
+    data = mx.gluon.utils.split_and_load(images, ctx)
+    with autograd.record():
+        parts = [net(x) for x in data]
+        embeddings = mx.nd.concat(*[e.as_in_context(ctx[0]) for e in parts], dim=0) if len(parts) > 1 else parts[0]
+        loss = loss_fn(embeddings, labels.as_in_context(ctx[0]))
+    # As the release: back-propagate the per-anchor vector (its sum) and step(1).
+    loss.backward()
+    trainer.step(1)
+    return loss.mean().asscalar()
+
+
+def evaluate_net(net, loader, ctx, args):
+    from utils.evaluation import evaluate
+    emb, y = extract_embeddings(net, loader, ctx)
+    return evaluate(emb, y, metrics=args.eval_metrics, recallk=args.recallk, seed=args.seed)
+
+
+def train(args):
+    import mxnet as mx
     from tqdm import tqdm
 
     from data import build_loaders
     from model import get_model
-    from utils.checkpoint import save_parameters_atomic
-    from utils.evaluation import evaluate
+    from utils.checkpoint import Checkpointer, save_parameters_atomic
+    from utils.devices import create_kvstore, parse_contexts
     from utils.summary import Summary
 
-    ctx = contexts(args.gpu_idx)
+    ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))
-    prepare_save_dir(args.save_dir)
-    seed_everything(args.seed)
+    kvstore, rank, workers = create_kvstore(args.kvstore)
+    chief = rank == 0
+    if chief:
+        prepare_save_dir(args.save_dir)
+    seed_everything(args.seed)          # the same initial model on every worker
     train_loader, test_loader, train_labels, test_labels = build_loaders(
         args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers)
     print('data %s: %d training images of %d classes, %d test images of %d classes'
@@ -209,59 +236,100 @@ def train(args):
     net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx)
     net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
     loss_fn = build_loss(args)
+    loss_fn.initialize(ctx=ctx[0])
     loss_fn.hybridize(static_alloc=True, static_shape=True)
-
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise UserError('an epoch of %d images holds no full batch of --batch_size %d'
-                        % (len(train_loader._batch_sampler._sampler), args.batch_size))
+        raise UserError('an epoch holds no full batch of --batch_size %d' % args.batch_size)
+
     schedule = mx.lr_scheduler.MultiFactorScheduler(
         step=[e * steps_per_epoch for e in args.lr_decay_epochs], factor=args.lr_decay_factor, base_lr=args.lr)
     opts = {'learning_rate': args.lr, 'wd': args.wd}
     if args.optim == 'sgd':
         opts['momentum'] = args.momentum
-    trainer = mx.gluon.Trainer(net.collect_params(), args.optim, opts, kvstore=args.kvstore)
-    summary = Summary(args.save_dir)
-    recall1 = 'R@%d' % args.recallk[0]
-    best = {recall1: -1.0}
+    params = net.collect_params()
+    params.update(loss_fn.collect_params())
+    # Optimiser states stay on the workers (not the servers) so that checkpoints can hold them.
+    trainer = mx.gluon.Trainer(params, args.optim, opts, kvstore=kvstore,
+                               update_on_kvstore=False if workers > 1 else None)
 
-    epochs = tqdm(range(args.start_epoch, args.epochs), desc='epochs', file=sys.stdout, dynamic_ncols=True,
-                  initial=args.start_epoch, total=args.epochs)
+    # Each worker draws its own batches; a resumed run continues the saved random states instead.
+    np.random.seed(args.seed + 1000 * rank)
+    random.seed(args.seed + 1000 * rank)
+    checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
+    recall1 = 'R@%d' % args.recallk[0]
+    best, start_epoch = {recall1: -1.0}, args.start_epoch
+    if args.resume:
+        path = resume_path(args, checkpoints)
+        if path:
+            state = checkpoints.load(path, net, trainer, loss_fn, ctx)
+            start_epoch, best = state['epoch'], state['best']
+            print('resumed from %s: epoch %d, best %s' % (path, start_epoch, fmt(best)))
+        else:
+            print('no checkpoint in %s: starting afresh' % checkpoints.root)
+    summary = Summary(args.save_dir) if chief else None
+
+    loss_value = float('nan')
+    epochs = tqdm(range(start_epoch, args.epochs), desc='epochs', file=sys.stdout, dynamic_ncols=True,
+                  initial=start_epoch, total=args.epochs, disable=not chief)
     for epoch in epochs:
         for i, (images, labels) in enumerate(train_loader):
             trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
-            data = mx.gluon.utils.split_and_load(images, ctx)
-            targets = mx.gluon.utils.split_and_load(labels, ctx)
-            with autograd.record():
-                losses = [loss_fn(net(x), y) for x, y in zip(data, targets)]
-            # As the release: back-propagate the per-anchor vectors (their sum) and step(1).
-            autograd.backward(losses)
-            trainer.step(1)
-            loss_value = sum(l.mean().asscalar() for l in losses) / len(losses)
+            loss_value = train_step(net, loss_fn, trainer, images, labels, ctx)
             global_step = epoch * steps_per_epoch + i + 1
-            if i % args.summary_step == 0:
+            if not np.isfinite(loss_value):
+                last = checkpoints.latest()
+                raise TrainingDiverged('loss is %s at epoch %d, iteration %d (global step %d); %s'
+                                       % (loss_value, epoch + 1, i + 1, global_step,
+                                          'the last good checkpoint is %s (--resume)' % last if last
+                                          else 'no checkpoint was written yet'))
+            if chief and i % args.summary_step == 0:
                 summary.scalar('lr', trainer.learning_rate, global_step)
                 summary.scalar('loss', loss_value, global_step)
+        if not chief:
+            continue
         summary.scalar('lr_epoch', trainer.learning_rate, epoch + 1)
         summary.scalar('loss_epoch', loss_value, epoch + 1)
         epochs.set_postfix(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
-
-        if (epoch + 1) % args.eval_epoch_term == 0 or epoch + 1 == args.epochs:
-            emb, y = extract_embeddings(net, test_loader, ctx)
-            metrics = evaluate(emb, y, metrics=args.eval_metrics, recallk=args.recallk, seed=args.seed)
+        last = epoch + 1 == args.epochs
+        if (epoch + 1) % args.eval_epoch_term == 0 or last:
+            metrics = evaluate_net(net, test_loader, ctx, args)
             summary.metrics(metrics, global_step, epoch + 1)
-            line = '  '.join('%s %.4f' % kv for kv in metrics.items())
+            line = fmt(metrics)
             if metrics.get(recall1, -1) > best[recall1]:
                 best = dict(metrics)
                 summary.metrics({recall1: best[recall1]}, global_step, epoch + 1, suffix='/best')
                 save_parameters_atomic(net, os.path.join(args.save_dir, 'model_epoch_%05d.params' % (epoch + 1)))
                 line += '  (best)'
             tqdm.write('[epoch %d] %s' % (epoch + 1, line), file=sys.stdout)
-    save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
-    summary.close()
-    print('best: ' + '  '.join('%s %.4f' % kv for kv in best.items()))
-    print('logs: tensorboard --logdir %s' % args.save_dir)
+        if last or (args.checkpoint_epochs and (epoch + 1) % args.checkpoint_epochs == 0):
+            checkpoints.save(epoch + 1, net, trainer, loss_fn, {'best': best, 'global_step': global_step})
+    if chief:
+        save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
+        summary.close()
+        print('best: ' + fmt(best))
+        print('logs: tensorboard --logdir %s' % args.save_dir)
     return best
+
+
+def fmt(metrics):
+    return '  '.join('%s %.4f' % kv for kv in metrics.items())
+
+
+def resume_path(args, checkpoints):
+    """The checkpoint folder --resume asks for, or None when 'auto' finds none."""
+    if args.resume != 'auto':
+        if not os.path.isfile(os.path.join(args.resume, 'state.pkl')):
+            raise UserError('--resume %s is not a checkpoint folder (expected %s/state.pkl)'
+                            % (args.resume, args.resume))
+        return args.resume
+    if args.start_epoch:
+        path = os.path.join(checkpoints.root, 'epoch_%05d' % args.start_epoch)
+        if path not in checkpoints.paths():
+            raise UserError('--resume --start_epoch %d: no checkpoint %s; there are: %s'
+                            % (args.start_epoch, path, ', '.join(checkpoints.paths()) or 'none'))
+        return path
+    return checkpoints.latest()
 
 
 def main(argv=None):

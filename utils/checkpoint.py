@@ -1,5 +1,31 @@
-"""Files that are whole or absent: write to a temporary name in the same folder, then rename."""
+"""Checkpoints that survive crashes: written whole under a temporary name, then renamed.
+
+A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch_NNNNN/`` holding ``model.params``,
+``trainer.states`` (optimiser moments and update counts), ``loss.params`` when the loss has
+parameters (proxies), and ``state.pkl``: epoch, global step, best metrics and the Python and NumPy
+random states. It is written as ``.tmp-epoch_NNNNN-PID/`` and renamed in one step, so a kill at any
+moment leaves every earlier checkpoint intact and never a half-written one under a final name.
+"""
 import os
+import pickle
+import random
+import re
+import shutil
+
+import numpy as np
+from mxnet.base import MXNetError
+
+from .errors import UserError
+
+_NAME = re.compile(r'^epoch_(\d{5,})$')
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_parameters_atomic(net, path):
@@ -13,3 +39,70 @@ def save_parameters_atomic(net, path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class Checkpointer:
+    """Save, list and load the checkpoints under ``save_dir/checkpoints``, keeping the newest ``keep``."""
+
+    def __init__(self, save_dir, keep=2):
+        self.root = os.path.join(save_dir, 'checkpoints')
+        self.keep = keep
+
+    def paths(self):
+        """Complete checkpoints, oldest first."""
+        if not os.path.isdir(self.root):
+            return []
+        names = sorted((int(m.group(1)), n) for n in os.listdir(self.root) for m in [_NAME.match(n)] if m)
+        return [os.path.join(self.root, n) for _, n in names]
+
+    def latest(self):
+        paths = self.paths()
+        return paths[-1] if paths else None
+
+    def save(self, epoch, net, trainer, loss, state):
+        """Write checkpoint ``epoch`` (the number of finished epochs); ``state`` is a picklable dict."""
+        os.makedirs(self.root, exist_ok=True)
+        final = os.path.join(self.root, 'epoch_%05d' % epoch)
+        tmp = os.path.join(self.root, '.tmp-epoch_%05d-%d' % (epoch, os.getpid()))
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            net.save_parameters(os.path.join(tmp, 'model.params'))
+            trainer.save_states(os.path.join(tmp, 'trainer.states'))
+            if list(loss.collect_params().values()):
+                loss.save_parameters(os.path.join(tmp, 'loss.params'))
+            state = dict(state, epoch=epoch, python_random=random.getstate(), numpy_random=np.random.get_state())
+            with open(os.path.join(tmp, 'state.pkl'), 'wb') as f:
+                pickle.dump(state, f)
+            for name in os.listdir(tmp):
+                with open(os.path.join(tmp, name), 'rb') as f:
+                    os.fsync(f.fileno())
+            if os.path.isdir(final):        # the same epoch saved again (a resumed run): replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in self.paths()[:-self.keep] if self.keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def load(path, net, trainer, loss, ctx):
+        """Restore a checkpoint folder into net, trainer and loss; returns its state dict.
+
+        The random states are restored too, so the resumed run draws what the uninterrupted one would.
+        """
+        try:
+            with open(os.path.join(path, 'state.pkl'), 'rb') as f:
+                state = pickle.load(f)
+            net.load_parameters(os.path.join(path, 'model.params'), ctx=ctx)
+            if os.path.exists(os.path.join(path, 'loss.params')):
+                loss.load_parameters(os.path.join(path, 'loss.params'), ctx=ctx)
+            trainer.load_states(os.path.join(path, 'trainer.states'))
+        except (OSError, EOFError, pickle.UnpicklingError, AssertionError, ValueError, MXNetError) as exc:
+            raise UserError('cannot resume from %s (--resume): %s' % (path, str(exc).splitlines()[0] if str(exc)
+                                                                       else type(exc).__name__)) from exc
+        random.setstate(state.pop('python_random'))
+        np.random.set_state(state.pop('numpy_random'))
+        return state

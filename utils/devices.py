@@ -1,0 +1,47 @@
+"""Devices and distributed training: --ctx / --gpu_idx, the kvstore, and this process's rank."""
+import mxnet as mx
+
+from .errors import UserError
+
+
+def parse_contexts(ctx=None, gpu_idx=None):
+    """Contexts from ``--ctx cpu | cpu:0,cpu:1 | gpu:0,gpu:1`` or the official alias ``--gpu_idx 0,1``."""
+    if gpu_idx is not None and str(gpu_idx).strip().lower() not in ('', 'none'):
+        if ctx:
+            raise UserError('give --ctx or --gpu_idx, not both')
+        try:
+            ids = [int(i) for i in str(gpu_idx).split(',')]
+        except ValueError:
+            raise UserError('--gpu_idx expects GPU ids like 0 or 0,1, got %r' % gpu_idx) from None
+        spec = [('gpu', i) for i in ids]
+        flag = '--gpu_idx %s' % gpu_idx
+    else:
+        spec = []
+        for part in (ctx or 'cpu').split(','):
+            kind, _, index = part.strip().lower().partition(':')
+            if kind not in ('cpu', 'gpu') or (index and not index.isdigit()):
+                raise UserError('--ctx expects cpu, cpu:0,cpu:1 or gpu:0,gpu:1, got %r' % ctx)
+            spec.append((kind, int(index or 0)))
+        flag = '--ctx %s' % ctx
+    if len(set(spec)) != len(spec):
+        raise UserError('%s names a device twice' % flag)
+    gpus = [i for kind, i in spec if kind == 'gpu']
+    available = mx.context.num_gpus() if gpus else 0
+    if any(i >= available for i in gpus):
+        raise UserError('%s: MXNet sees %d GPU(s); a GPU run needs requirements-gpu.txt (mxnet-cu112) '
+                        'and CUDA 11.2' % (flag, available))
+    return [mx.gpu(i) if kind == 'gpu' else mx.cpu(i) for kind, i in spec]
+
+
+def create_kvstore(name):
+    """(kvstore for gluon.Trainer, rank, number of workers). ``dist_*`` joins MXNet's parameter server,
+    whose addresses come from the DMLC_* environment variables that MXNet's launcher sets."""
+    if not name.startswith('dist'):
+        return name, 0, 1
+    try:
+        kv = mx.kv.create(name)
+    except mx.base.MXNetError as exc:
+        raise UserError('--kvstore %s: cannot join the parameter server (%s); launch with MXNet\'s '
+                        'tools/launch.py or set DMLC_ROLE, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, DMLC_NUM_SERVER, '
+                        'DMLC_NUM_WORKER' % (name, str(exc).splitlines()[0])) from exc
+    return kv, kv.rank, kv.num_workers
