@@ -304,6 +304,8 @@ def train(args):
             tqdm.write('[epoch %d] %s' % (epoch + 1, line), file=sys.stdout)
         if last or (args.checkpoint_epochs and (epoch + 1) % args.checkpoint_epochs == 0):
             checkpoints.save(epoch + 1, net, trainer, loss_fn, {'best': best, 'global_step': global_step})
+    if workers > 1:     # every worker's copy, to check that they agree
+        save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
     if chief:
         save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
         summary.close()
