@@ -40,6 +40,8 @@ def build_parser():
     p = argparse.ArgumentParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
+    a('--config', default=None,
+      help='a file of main.py flags (one --flag=value per line, # comments); the command line overrides it')
     # data
     a('--data_name', default='digits', help='digits (offline, bundled) | cars196 (official: car196)')
     a('--data_dir', default='./datasets/CARS196', help='root of the data set release files')
@@ -99,10 +101,27 @@ def build_parser():
     return p
 
 
+def read_config(path):
+    """The flags of a config file: one ``--flag=value`` (or ``--flag value``) per line, # comments."""
+    import shlex
+    try:
+        with open(path) as f:
+            return shlex.split(f.read(), comments=True)
+    except OSError as exc:
+        raise UserError('argument --config: cannot read %s: %s' % (path, exc.strerror)) from exc
+
+
 def parse_args(argv=None):
     from data import DEFAULTS
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     known, _ = parser.parse_known_args(argv)
+    if known.config:
+        try:
+            argv = read_config(known.config) + argv     # later flags win: the command line overrides
+        except UserError as exc:
+            parser.error(str(exc))
+        known, _ = parser.parse_known_args(argv)
     parser.set_defaults(**DEFAULTS.get(known.data_name.lower(), {}))
     args = parser.parse_args(argv)
     args.loss = args.loss.replace('-', '_')

@@ -88,3 +88,12 @@ def test_malformed_cars_annos_is_named(tmp_path):
 def test_bad_recallk_is_refused_by_the_parser():
     status, err = run_cli('--recallk', '1,0')
     assert status == 2 and '--recallk' in err[-1]
+
+
+def test_config_file_with_command_line_override(tmp_path):
+    config = tmp_path / 'row.txt'
+    config.write_text('# a paper row\n--data_name=cars196\n--n_inner_pts=0   # baseline\n--lr 0.0002\n')
+    args = main.parse_args(['--config', str(config), '--lr', '0.5'])
+    assert args.data_name == 'cars196' and args.n_inner_pts == 0 and args.lr == 0.5 and args.image_size == 227
+    status, err = run_cli('--config', str(tmp_path / 'missing.txt'))
+    assert status == 2 and 'missing.txt' in err[-1]
