@@ -111,6 +111,22 @@ def read_config(path):
         raise UserError('argument --config: cannot read %s: %s' % (path, exc.strerror)) from exc
 
 
+def write_config(args, path):
+    """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run."""
+    import shlex
+    skip = {'config', 'resume', 'debug', 'start_epoch'}
+    lines = ['# written by main.py; python3 main.py --config %s repeats this run' % path]
+    for key, value in sorted(vars(args).items()):
+        if key in skip or value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ','.join(str(v) for v in value)
+        lines.append('--%s=%s' % (key, shlex.quote(str(value))))
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(path + '.tmp', path)
+
+
 def parse_args(argv=None):
     from data import DEFAULTS
     parser = build_parser()
@@ -246,6 +262,7 @@ def train(args):
     chief = rank == 0
     if chief:
         prepare_save_dir(args.save_dir)
+        write_config(args, os.path.join(args.save_dir, 'args.txt'))
     seed_everything(args.seed)          # the same initial model on every worker
     train_loader, test_loader, train_labels, test_labels = build_loaders(
         args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers)

@@ -97,3 +97,13 @@ def test_config_file_with_command_line_override(tmp_path):
     assert args.data_name == 'cars196' and args.n_inner_pts == 0 and args.lr == 0.5 and args.image_size == 227
     status, err = run_cli('--config', str(tmp_path / 'missing.txt'))
     assert status == 2 and 'missing.txt' in err[-1]
+
+
+def test_saved_args_repeat_the_run(tmp_path):
+    flags = ['--soft_margin', 'true', '--epochs', '2', '--eval_epoch_term', '2', '--batch_size', '40',
+             '--num_instances', '8', '--recallk', '1,3', '--save_dir', str(tmp_path)]
+    assert main.main(flags) == 0
+    first = main.parse_args(flags)
+    again = main.parse_args(['--config', str(tmp_path / 'args.txt')])
+    assert {k: v for k, v in vars(again).items() if k != 'config'} == \
+        {k: v for k, v in vars(first).items() if k != 'config'}
