@@ -13,6 +13,8 @@ import scipy.io
 
 from utils.errors import UserError
 
+from .splits import Splits
+
 NUM_TRAIN_CLASSES = 98  # release classes 1..98 train, 99..196 test
 MAT_NAME = 'cars_annos.mat'
 MAT_FIELDS = ('relative_im_path', 'class')
@@ -26,7 +28,7 @@ def _check_image_dir(data_dir):
 
 
 def load_from_mat(data_dir):
-    """Read ``cars_annos.mat``; returns (train_items, test_items) of ``(path, label 0..195)``."""
+    """Read ``cars_annos.mat``; returns Splits(train, test) of ``(path, label 0..195)``."""
     mat_path = os.path.join(data_dir, MAT_NAME)
     expected = "a struct array 'annotations' with fields " + ', '.join(MAT_FIELDS)
     try:
@@ -51,7 +53,7 @@ def load_from_mat(data_dir):
             raise UserError(f"{mat_path} is malformed: bad annotation {record!r} ({err}; expected {expected})") from None
         item = (os.path.join(data_dir, rel_path), cls - 1)
         (train if cls <= NUM_TRAIN_CLASSES else test).append(item)
-    return train, test
+    return Splits(train, test)
 
 
 def _read_meta(data_dir, meta_path):
@@ -83,12 +85,12 @@ def find_meta_dir(data_dir):
 
 def load_from_meta(data_dir, meta_dir):
     """Read the official EE meta files; image paths are relative to data_dir."""
-    return (_read_meta(data_dir, os.path.join(meta_dir, 'train.txt')),
-            _read_meta(data_dir, os.path.join(meta_dir, 'test.txt')))
+    return Splits(_read_meta(data_dir, os.path.join(meta_dir, 'train.txt')),
+                  _read_meta(data_dir, os.path.join(meta_dir, 'test.txt')))
 
 
 def load_cars196(data_dir):
-    """(train_items, test_items), lists of ``(image path, label)``, from either layout of data_dir."""
+    """Splits(train, test) of ``(image path, label)`` from either layout of data_dir."""
     if os.path.isfile(os.path.join(data_dir, MAT_NAME)):
         _check_image_dir(data_dir)
         return load_from_mat(data_dir)

@@ -7,6 +7,8 @@ import os
 
 from utils.errors import UserError
 
+from .splits import Splits
+
 LAYOUT = "CUB_200_2011/{images.txt, image_class_labels.txt, images/}"
 
 
@@ -36,7 +38,7 @@ def _read_pairs(path):
 
 
 def load_cub200(data_dir):
-    """(train_items, test_items), lists of ``(image path, label)``, class-disjoint halves."""
+    """Splits(train, test) of ``(image path, label)``, class-disjoint halves."""
     root = find_root(data_dir)
     image_dir = os.path.join(root, 'images')
     if not os.path.isdir(image_dir):
@@ -57,4 +59,4 @@ def load_cub200(data_dir):
     train_classes = set(class_ids[:len(class_ids) // 2])
     train = [item for item in items if item[1] in train_classes]
     test = [item for item in items if item[1] not in train_classes]
-    return train, test
+    return Splits(train, test)

@@ -1,6 +1,8 @@
 """A tiny offline benchmark: scikit-learn's bundled 8x8 handwritten digits, split by class."""
 import numpy as np
 
+from .splits import Splits
+
 TRAIN_CLASSES = (0, 1, 2, 3, 4)
 
 
@@ -9,7 +11,7 @@ def load_digits_split(data_dir=None):
 
     data_dir is ignored (the data ship with scikit-learn); it is accepted so that every loader in
     the registry has one signature.
-    Returns (train_items, test_items), lists of ``(8x8x3 uint8 RGB array, digit)``; 1,797 in all.
+    Returns Splits(train, test) of ``(8x8x3 uint8 RGB array, digit)``; 1,797 in all.
     """
     from sklearn.datasets import load_digits  # scikit-learn is slow to import; only digits needs it
 
@@ -20,7 +22,7 @@ def load_digits_split(data_dir=None):
     train, test = [], []
     for image, label in zip(rgb, digits.target.tolist()):
         (train if label in TRAIN_CLASSES else test).append((np.ascontiguousarray(image), int(label)))
-    return train, test
+    return Splits(train, test)
 
 
 # Flag defaults of the offline quick run (main.py applies them when the command line does not set

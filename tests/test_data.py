@@ -240,9 +240,9 @@ def check_cars_split(root, train, test):
 
 def test_cars196_release_mat(tmp_path):
     write_cars_mat(tmp_path)
-    train, test = load_cars196(str(tmp_path))
+    train, test = load_cars196(str(tmp_path))[:2]
     check_cars_split(tmp_path, train, test)
-    assert data.get_dataset('car196', str(tmp_path)) == (train, test)
+    assert data.get_dataset('car196', str(tmp_path)) == data.Splits(train, test)
 
 
 @pytest.mark.parametrize('meta_sub', ['', 'meta'])
@@ -254,7 +254,7 @@ def test_cars196_official_meta_text(tmp_path, meta_sub):
         lines = ['image_id class_id view_id path']
         lines += [f'{i} {c - 1} 0 {p}' for i, (p, c) in enumerate(zip(paths, CARS_CLASSES), 1) if keep(c)]
         (meta_dir / name).write_text('\n'.join(lines) + '\n')
-    train, test = load_cars196(str(tmp_path))
+    train, test = load_cars196(str(tmp_path))[:2]
     check_cars_split(tmp_path, train, test)
 
 
@@ -295,7 +295,7 @@ def test_cub200_subset_split_by_class():
     if not CUB_SUBSET.is_dir():
         pytest.skip(f'{CUB_SUBSET} not present')
     for data_dir in (CUB_SUBSET, CUB_SUBSET / 'CUB_200_2011'):
-        train, test = load_cub200(str(data_dir))
+        train, test = load_cub200(str(data_dir))[:2]
         rows = (CUB_SUBSET / 'CUB_200_2011' / 'image_class_labels.txt').read_text().split('\n')
         classes = [int(row.split()[1]) for row in rows if row.strip()]
         assert len(train) == sum(c <= 50 for c in classes) and len(test) == sum(c > 50 for c in classes)
@@ -318,7 +318,7 @@ def test_cub200_missing_files_name_file(tmp_path):
 # ---------------------------------------------------------------- digits and registry
 
 def test_digits_split_is_class_disjoint():
-    train, test = load_digits_split()
+    train, test = load_digits_split()[:2]
     assert len(train) + len(test) == 1797
     assert {label for _, label in train} == {0, 1, 2, 3, 4}
     assert {label for _, label in test} == {5, 6, 7, 8, 9}
@@ -329,13 +329,13 @@ def test_digits_split_is_class_disjoint():
 
 
 def test_registry_errors(tmp_path):
-    with pytest.raises(UserError, match='cars196.*cub200.*digits'):
+    with pytest.raises(UserError, match='cars196.*cub200.*digits.*folder.*inshop.*sop'):
         data.get_dataset('mnist', str(tmp_path))
     with pytest.raises(UserError, match=r'does not exist \(--data_dir\)'):
         data.get_dataset('cub200', str(tmp_path / 'missing'))
     with pytest.raises(UserError, match=r'empty \(--data_dir\)'):
         data.get_dataset('cars196', str(tmp_path))
-    assert set(data.DATASETS) == {'cars196', 'car196', 'cub200', 'digits'}
+    assert set(data.DATASETS) == {'cars196', 'car196', 'cub200', 'digits', 'sop', 'inshop', 'folder'}
 
 
 def test_build_loaders_on_digits():
