@@ -17,20 +17,15 @@ RETRIEVAL = ('recall', 'map_at_r', 'r_precision')
 KS = (1, 2, 4, 8, 1000)
 
 
-def _ranked_relevance(dist_row, labels, label, exclude):
-    """Same-label flags of all items except ``exclude``, ordered by (distance, other-label)."""
-    idx = [j for j in range(len(labels)) if j != exclude]
-    idx.sort(key=lambda j: (dist_row[j], labels[j] != label))
-    return np.array([labels[j] == label for j in idx], dtype=bool)
-
-
 def brute_force(q, ql, g, gl, ks, self_retrieval):
     """Full float64 distance matrix, one full sort per query, optimistic ties (same label first)."""
     d = ((q.astype(np.float64)[:, None, :] - g.astype(np.float64)[None, :, :]) ** 2).sum(-1)
     hits = {k: 0 for k in ks}
     aps, rps = [], []
     for i in range(len(ql)):
-        rel = _ranked_relevance(d[i], gl, ql[i], i if self_retrieval else -1)
+        keep = np.arange(len(gl)) != (i if self_retrieval else -1)
+        same = gl[keep] == ql[i]
+        rel = same[np.lexsort((~same, d[i, keep]))]
         r = int(rel.sum())
         if r == 0:
             continue
@@ -54,24 +49,71 @@ def _assert_same(result, expected):
 
 
 def _data(kind, n=90, d=4, n_classes=12, seed=0):
-    """Embeddings with class structure; 'ties' = small integers (exact ties, exact in float32);
-    labels include three singleton classes."""
+    """Integer-valued embeddings with class structure, so float32 scores are exact and the
+    float64 reference sees the same ties.  'spread': values up to about +-60, few ties;
+    'ties': values in -2..2, many exact ties.  Labels include three singleton classes."""
     rng = np.random.RandomState(seed)
     labels = rng.randint(0, n_classes, size=n)
-    labels[:3] = [100, 101, 102]
+    labels[:3] = [-1, -2, -3]
     if kind == 'ties':
-        emb = rng.randint(-2, 3, size=(n, d)).astype(np.float32)
+        emb = rng.randint(-2, 3, size=(n, d))
     else:
-        emb = (rng.randn(n_classes + 3, d)[np.unique(labels, return_inverse=True)[1]]
-               + 0.8 * rng.randn(n, d)).astype(np.float32)
-    return emb, labels
+        centres = rng.randint(-40, 41, size=(n_classes + 3, d))
+        emb = centres[np.unique(labels, return_inverse=True)[1]] + rng.randint(-20, 21, (n, d))
+    return emb.astype(np.float32), labels
 
 
-@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+@pytest.fixture
+def fast_path_only(monkeypatch):
+    """Fail if the numpy path falls back to the full argpartition; record the group sizes."""
+    import utils.evaluation as ev
+    sizes = []
+    group_min = ev._group_min
+
+    def spy(a, g):
+        sizes.append(g)
+        return group_min(a, g)
+
+    def no_fallback(*args):
+        raise AssertionError('fell back to _stats_plain')
+
+    monkeypatch.setattr(ev, '_group_min', spy)
+    monkeypatch.setattr(ev, '_stats_plain', no_fallback)
+    return sizes
+
+
+@pytest.mark.parametrize('kind', ['spread', 'ties'])
 def test_retrieval_matches_brute_force(kind):
     emb, labels = _data(kind)
     expected = brute_force(emb, labels, emb, labels, KS, True)
     _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS), expected)
+
+
+@pytest.mark.parametrize('kind,n,d,coarse', [('spread', 3000, 8, True), ('ties', 1000, 6, False)])
+def test_grouped_thresholds_match_brute_force(kind, n, d, coarse, fast_path_only):
+    # Many small classes and small K: the candidate thresholds come from minima over groups of
+    # 16 columns (recall), and at n = 3000 over coarser groups of those (MAP@R).
+    emb, labels = _data(kind, n=n, d=d, n_classes=n // 5)
+    ks = (1, 2, 4, 8)
+    expected = brute_force(emb, labels, emb, labels, ks, True)
+    _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=ks, block_size=64), expected)
+    assert 16 in fast_path_only
+    assert any(1 < g < 16 for g in fast_path_only) == coarse
+
+
+def test_fallback_matches_brute_force(monkeypatch):
+    import utils.evaluation as ev
+    monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
+    emb, labels = _data('ties')
+    _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=16),
+                 brute_force(emb, labels, emb, labels, KS, True))
+
+
+def test_collapsed_embeddings():
+    # Every distance ties: optimistic ranking puts all same-label items first.
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    res = evaluate(np.ones((6, 3), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=(1,))
+    assert res == {'R@1': 5 / 6.0, 'MAP@R': 1.0, 'RP': 1.0}
 
 
 def test_ties_are_optimistic():
@@ -88,23 +130,23 @@ def test_ties_are_optimistic():
 
 
 def test_large_k_and_singletons():
-    emb, labels = _data('continuous', n=20)
+    emb, labels = _data('spread', n=20)
     res = evaluate(emb, labels, metrics=('recall',), recallk=(19, 50))
     # With K >= n - 1 every query with another same-label item scores; singletons never do.
     n_with_pos = sum(np.count_nonzero(labels == l) > 1 for l in labels)
     assert res['R@19'] == res['R@50'] == n_with_pos / 20.0 < 1.0
 
 
-@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+@pytest.mark.parametrize('kind', ['spread', 'ties'])
 def test_block_size_and_mxnet_branch_agree(kind):
-    emb, labels = _data(kind, n=70)
-    one_block = evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=70)
+    emb, labels = _data(kind, n=300, n_classes=40)
+    one_block = evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=300)
     _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=7), one_block)
     _assert_same(evaluate(mx.nd.array(emb), mx.nd.array(labels), metrics=RETRIEVAL, recallk=KS,
                           block_size=7, ctx=mx.cpu()), one_block)
 
 
-@pytest.mark.parametrize('kind', ['continuous', 'ties'])
+@pytest.mark.parametrize('kind', ['spread', 'ties'])
 def test_query_gallery_matches_brute_force(kind):
     emb, labels = _data(kind, n=120)
     q, ql, g, gl = emb[:50], labels[:50], emb[50:], labels[50:]
@@ -132,9 +174,18 @@ def test_pairwise_f1_matches_pair_count():
     assert pairwise_f1(labels, labels) == 1.0
 
 
-def test_nmi_and_f1_use_one_clustering():
-    emb, labels = _data('continuous')
+def test_nmi_and_f1_use_one_clustering(monkeypatch):
+    import utils.evaluation as ev
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return kmeans_assign(*args, **kwargs)
+
+    monkeypatch.setattr(ev, 'kmeans_assign', counted)
+    emb, labels = _data('spread')
     res = evaluate(emb, labels, metrics=('nmi', 'f1'), seed=3)
+    assert len(calls) == 1
     clusters = kmeans_assign(emb, len(np.unique(labels)), seed=3)
     assert set(res) == {'NMI', 'F1'}
     assert res['NMI'] == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
@@ -152,13 +203,16 @@ def test_well_separated_classes_score_one():
 
 
 def test_bad_arguments():
-    emb, labels = _data('continuous', n=10)
+    emb, labels = _data('spread', n=10)
     with pytest.raises(ValueError, match='unknown metric'):
         evaluate(emb, labels, metrics=('recall', 'accuracy'))
     with pytest.raises(ValueError, match='positive'):
         evaluate(emb, labels, recallk=(0,))
-    with pytest.raises(ValueError, match='rows'):
+    with pytest.raises(ValueError, match='10 rows but their labels have 9'):
         evaluate(emb, labels[:-1])
+    emb[3, 1] = np.nan
+    with pytest.raises(ValueError, match='NaN'):
+        evaluate(emb, labels)
 
 
 def _cli(*args):
@@ -167,7 +221,7 @@ def _cli(*args):
 
 
 def test_cli_end_to_end(tmp_path):
-    emb, labels = _data('continuous')
+    emb, labels = _data('spread')
     np.save(tmp_path / 'e.npy', emb)
     np.save(tmp_path / 'l.npy', labels)
     out = tmp_path / 'out.json'
@@ -214,3 +268,17 @@ def test_cli_errors(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
             proc.stderr
+
+
+def test_kmeans_assign_seeding_by_cluster_count(monkeypatch):
+    import utils.evaluation as ev
+    from sklearn.cluster import KMeans
+    emb, labels = _data('spread')
+    k = len(np.unique(labels))
+    pp = KMeans(n_clusters=k, init='k-means++', n_init=1, random_state=4).fit_predict(emb)
+    rand = KMeans(n_clusters=k, init='random', n_init=1, max_iter=10,
+                  random_state=4).fit_predict(emb)
+    assert not np.array_equal(pp, rand)
+    assert np.array_equal(kmeans_assign(emb, k, seed=4), pp)
+    monkeypatch.setattr(ev, '_KMEANS_PP_MAX_CLUSTERS', k - 1)
+    assert np.array_equal(kmeans_assign(emb, k, seed=4), rand)

@@ -39,6 +39,17 @@ def _check_metrics(metrics, allowed):
     return metrics
 
 
+def _check_pair(emb, labels, name):
+    """Embeddings (n, d) and labels (n,) must match, be non-empty and finite."""
+    if emb.shape[0] != labels.shape[0]:
+        raise ValueError('%s have %d rows but their labels have %d entries'
+                         % (name, emb.shape[0], labels.shape[0]))
+    if emb.shape[0] == 0:
+        raise ValueError('%s are empty' % name)
+    if not np.isfinite(emb).all():
+        raise ValueError('%s contain NaN or inf' % name)
+
+
 def _check_recallk(recallk):
     recallk = tuple(int(k) for k in recallk)
     if any(k < 1 for k in recallk):
@@ -84,59 +95,147 @@ def _augment_queries(q):
     return qa
 
 
-def _block_stats(qa, xa, self_cols, pos_start, pos_count, k_top, ctx):
-    """Per-row statistics of one block of queries against the whole gallery.
+def _group_min(a, g):
+    """Minima of (B, n) ``a`` over groups of columns; returns (B, n // g + n % g).
+
+    Group j holds the g columns j, j+L, ..., j+(g-1)L with L = n // g (a strided view, so the
+    reduction is g-1 elementwise minima of contiguous slabs: cheap); the n % g leftover columns
+    are groups of one.  Only the fact that the groups partition the columns is used: if the
+    k-th smallest group minimum is t, at least k items score <= t.
+    """
+    if g <= 1:
+        return a
+    b, n = a.shape
+    size = n // g
+    mins = a[:, :g * size].reshape(b, g, size).min(axis=1)
+    return np.concatenate([mins, a[:, g * size:]], axis=1) if n % g else mins
+
+
+# The numpy path extracts the items under per-row thresholds; beyond this many candidates per
+# score (collapsed embeddings: huge exact ties) it falls back to argpartition, which bounds memory.
+_MAX_CANDIDATE_FRACTION = 1.0 / 8
+
+
+def _stats_plain(s, pos_min, k_top):
+    """Exact statistics by brute force: a full compare-and-count and an argpartition per row.
+
+    s: (B, n) scores, self +inf; pos_min: (B,) nearest same-label score; returns n_closer (B,),
+    top_vals, top_cols (B, k_top) (None when k_top is 0).  Costs about twice the GEMM.
+    """
+    n_closer = np.count_nonzero(s < pos_min[:, None], axis=1)
+    if not k_top:
+        return n_closer, None, None
+    top_cols = np.argpartition(s, k_top - 1, axis=1)[:, :k_top]
+    return n_closer, np.take_along_axis(s, top_cols, axis=1), top_cols
+
+
+def _stats_numpy(s, pos_vals, r, k_top, k_recall):
+    """Recall counts and k_top nearest from a (B, n) score block, without a full partition.
+
+    s: (B, n) scores, self already +inf; pos_vals: (B, P) scores of the other same-label items
+    (+inf padding); r: (B,) R per row; k_top = max(r) or 0; k_recall = max K of Recall@K or 0.
+    Returns n_closer (B,), top_vals (B, k_top), top_cols (B, k_top) as in _block_stats, except that
+    n_closer may be any value >= k_recall when the rank is provably beyond every K.
+
+    Per row a threshold t selects candidates s <= t, found with one compare and flatnonzero:
+      Recall: t >= nearest same-label score; n_closer is then counted among the candidates.
+        Rows with at least k_recall group minima (groups of g1) strictly below that score have
+        at least k_recall closer other-label items: they miss every K and need no candidates.
+      MAP@R: t >= the R-th smallest score: the R-th smallest of coarser group minima (groups of
+        g1*g2), or the farthest same-label score, whichever is smaller.
+    Group sizes keep those bounds tight (several groups per needed item) and the partition of the
+    (B, n/(g1*g2)) minima cheap.
+    """
+    b, n = s.shape
+    pos_min = pos_vals.min(axis=1)
+    need = max(k_recall, k_top, 1)
+    g1 = int(np.clip(n // (4 * need), 1, 16))
+    mins = _group_min(s, g1)
+    t = np.full(b, -np.inf, dtype=np.float32)
+    n_closer = np.zeros(b, dtype=np.int64)
+    exact = np.zeros(b, dtype=bool)
+    if k_recall:
+        n_closer = np.count_nonzero(mins < pos_min[:, None], axis=1)
+        exact = (n_closer < k_recall) & np.isfinite(pos_min)
+        t[exact] = pos_min[exact]
+    if k_top:
+        g2 = int(np.clip(mins.shape[1] // (8 * k_top), 1, 8))
+        coarse = np.partition(_group_min(mins, g2), k_top - 1, axis=1)[:, :k_top]
+        coarse.sort(axis=1)
+        rows = r > 0
+        pos_max = np.where(np.isfinite(pos_vals), pos_vals, -np.inf).max(axis=1)
+        tau = np.full(b, -np.inf, dtype=np.float32)
+        tau[rows] = np.minimum(coarse[rows, r[rows] - 1], pos_max[rows])
+        t = np.maximum(t, tau)
+    mask = s <= t[:, None]
+    if np.count_nonzero(mask) > _MAX_CANDIDATE_FRACTION * s.size:
+        return _stats_plain(s, pos_min, k_top)
+    flat = np.flatnonzero(mask)
+    rows, cols = np.divmod(flat, n)
+    vals = s.reshape(-1)[flat]
+    if k_recall:
+        closer = np.bincount(rows[vals < pos_min[rows]], minlength=b)
+        n_closer[exact] = closer[exact]
+    if not k_top:
+        return n_closer, None, None
+    keep = vals <= tau[rows]
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(b))[rows]
+    keep = rank < k_top
+    top_vals = np.full((b, k_top), np.inf, dtype=np.float32)
+    top_cols = np.zeros((b, k_top), dtype=np.int64)
+    top_vals[rows[keep], rank[keep]] = vals[keep]
+    top_cols[rows[keep], rank[keep]] = cols[keep]
+    return n_closer, top_vals, top_cols
+
+
+def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ctx, out=None):
+    """Per-row statistics of one block of B queries against the whole gallery of n items.
 
     qa: (B, d+1) augmented queries; xa: (n, d+1) augmented gallery (numpy, or mx.nd on ctx);
     self_cols: (B,) column of each query itself in the gallery, or None (query/gallery mode);
     pos_start, pos_count: (B,) column range of each query's class in the gallery (self included);
-    k_top: how many nearest neighbours to return per row (0: none).
+    r: (B,) R per row; k_top: how many nearest neighbours to return per row (0: none);
+    k_recall: largest K of Recall@K (0: recall not wanted); ctx: None for numpy, else the MXNet
+    context of xa; out: optional (>= B, n) float32 numpy buffer for the scores.
 
     Returns numpy arrays:
       pos_vals: (B, P) scores of the query's class members, +inf for padding and for self;
-      n_closer: (B,) number of gallery items (self excluded) strictly closer than the nearest
-                same-label item;
-      top_vals, top_cols: (B, k_top) scores and columns of the k_top nearest items (self excluded),
-                in no particular order; ties at the boundary are cut arbitrarily.
+      n_closer: (B,) number of items (self excluded) strictly closer than the nearest same-label
+                item, i.e. rank - 1 (numpy path: any value >= k_recall once beyond every K);
+      top_vals, top_cols: (B, k_top) scores and columns of k_top nearest items (self excluded), in
+                no particular order, +inf padded; ties at the boundary are cut arbitrarily.
     """
     b = qa.shape[0]
+    n = xa.shape[0]
     p = max(int(pos_count.max()), 1)
     ar = np.arange(p)
     pos_pad = ar[None, :] >= pos_count[:, None]
     # Padding repeats a valid column (then masked with +inf) so one gather serves ragged classes.
     pos_cols = pos_start[:, None] + np.minimum(ar[None, :], np.maximum(pos_count - 1, 0)[:, None])
     if ctx is None:
-        s = np.dot(qa, xa.T)
+        s = np.dot(qa, xa.T, out=None if out is None else out[:b])
         if self_cols is not None:
             s[np.arange(b), self_cols] = np.inf
         pos_vals = np.take_along_axis(s, pos_cols, axis=1)
         pos_vals[pos_pad] = np.inf
-        pos_min = pos_vals.min(axis=1)
-        n_closer = np.count_nonzero(s < pos_min[:, None], axis=1)
-        if k_top:
-            top_cols = np.argpartition(s, k_top - 1, axis=1)[:, :k_top]
-            top_vals = np.take_along_axis(s, top_cols, axis=1)
-        else:
-            top_cols = top_vals = None
-        return pos_vals, n_closer, top_vals, top_cols
+        return (pos_vals,) + _stats_numpy(s, pos_vals, r, k_top, k_recall)
     import mxnet as mx
-    n = xa.shape[0]
     s = mx.nd.dot(mx.nd.array(qa, ctx=ctx), xa, transpose_b=True)
     if self_cols is not None:
         s = s + mx.nd.one_hot(mx.nd.array(self_cols, ctx=ctx), n, on_value=np.inf, off_value=0.0)
     flat = (np.arange(b)[:, None] * n + pos_cols).reshape(-1)
     pos_vals = mx.nd.take(s.reshape((-1,)), mx.nd.array(flat, ctx=ctx, dtype='int64'))
     pos_vals = pos_vals.reshape((b, p)) + mx.nd.array(np.where(pos_pad, np.inf, 0.0), ctx=ctx)
-    pos_min = pos_vals.min(axis=1, keepdims=True)
-    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_min), axis=1)
-    out = [pos_vals.asnumpy(), n_closer.asnumpy().astype(np.int64)]
+    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_vals.min(axis=1, keepdims=True)), axis=1)
+    top_vals = top_cols = None
     if k_top:
         top_vals, top_cols = mx.nd.topk(s, axis=1, k=k_top, ret_typ='both', is_ascend=True,
                                        dtype='int64')
-        out += [top_vals.asnumpy(), top_cols.asnumpy()]
-    else:
-        out += [None, None]
-    return tuple(out)
+        top_vals, top_cols = top_vals.asnumpy(), top_cols.asnumpy()
+    return pos_vals.asnumpy(), n_closer.asnumpy().astype(np.int64), top_vals, top_cols
 
 
 def _map_and_rp(pos_vals, top_vals, top_rel, r):
@@ -171,17 +270,25 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r):
     return ap, rp
 
 
-def _retrieval(q, q_labels, gallery, self_cols, recallk, metrics, ctx, block_size):
-    """Recall@K / MAP@R / R-precision of queries q (m, d) against a prepared _Gallery.
+def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None):
+    """Recall@K / MAP@R / R-precision of queries against a prepared _Gallery.
 
-    self_cols: (m,) column of each query in the gallery (self-retrieval) or None.
-    Returns a dict of Python floats.
+    q: (m, d) queries and q_labels: (m,), or None for self-retrieval: every gallery item queries
+    all others (its own column excluded).  Returns a dict of Python floats.
     """
-    m = q.shape[0]
+    self_retrieval = q is None
+    if self_retrieval:
+        q_labels = gallery.labels
+    else:
+        # Label-sorted queries: a block then holds few classes, which keeps the per-block top-R
+        # list (max R in the block) short.
+        order = np.argsort(q_labels, kind='stable')
+        q, q_labels = q[order], q_labels[order]
+    m = len(q_labels)
     n = gallery.xa.shape[0]
     want_map = 'map_at_r' in metrics or 'r_precision' in metrics
     pos_start, pos_count = gallery.positives(q_labels)
-    r_all = pos_count - (1 if self_cols is not None else 0)
+    r_all = pos_count - (1 if self_retrieval else 0)
     if block_size is None:
         block_size = max(1, min(m, (1 << 24) // max(n, 1)))
     if ctx is None:
@@ -189,15 +296,25 @@ def _retrieval(q, q_labels, gallery, self_cols, recallk, metrics, ctx, block_siz
     else:
         import mxnet as mx
         xa = mx.nd.array(gallery.xa, ctx=ctx)
+    k_recall = max(recallk) if 'recall' in metrics else 0
+    # One score buffer for all blocks: a fresh (B, n) array per block would pay page faults.
+    buf = np.empty((min(block_size, m), n), dtype=np.float32) if ctx is None else None
     first_rank = np.empty(m, dtype=np.int64)
     ap_sum = rp_sum = 0.0
     for lo in range(0, m, block_size):
         hi = min(lo + block_size, m)
         r = r_all[lo:hi]
         k_top = int(r.max()) if want_map and r.max() > 0 else 0
+        if self_retrieval:
+            # The gallery rows are the queries: recover [x, 1] from [-2x, |x|^2] (exact scaling)
+            # instead of keeping a second copy of the embeddings.
+            qa = gallery.xa[lo:hi] * np.float32(-0.5)
+            qa[:, -1] = 1.0
+        else:
+            qa = _augment_queries(q[lo:hi])
         pos_vals, n_closer, top_vals, top_cols = _block_stats(
-            _augment_queries(q[lo:hi]), xa, None if self_cols is None else self_cols[lo:hi],
-            pos_start[lo:hi], pos_count[lo:hi], k_top, ctx)
+            qa, xa, np.arange(lo, hi) if self_retrieval else None,
+            pos_start[lo:hi], pos_count[lo:hi], r, k_top, k_recall, ctx, buf)
         first_rank[lo:hi] = np.where(r > 0, n_closer + 1, np.iinfo(np.int64).max)
         if k_top:
             has = r > 0
@@ -217,10 +334,26 @@ def _retrieval(q, q_labels, gallery, self_cols, recallk, metrics, ctx, block_siz
     return {key: float(v) for key, v in out.items()}
 
 
+# Above this many clusters k-means++ seeding is skipped: sklearn seeds one centre at a time with
+# a small GEMM against all n points, which took over 14 minutes at SOP scale (11,316 clusters) on
+# 2 cores, against about 17 s for random seeding plus Lloyd (BENCHMARKS.md).
+_KMEANS_PP_MAX_CLUSTERS = 1000
+
+
 def kmeans_assign(emb, n_clusters, seed=0):
-    """Cluster (n, d) embeddings into n_clusters with k-means; returns (n,) cluster ids."""
+    """Cluster (n, d) embeddings into n_clusters with sklearn's Lloyd k-means; returns (n,) ids.
+
+    One initialisation (n_init=1) keeps CARS/CUB-scale clustering near one second.  Up to
+    _KMEANS_PP_MAX_CLUSTERS clusters: k-means++ seeding, up to 300 iterations (sklearn's defaults).
+    Beyond (SOP): random seeding and at most 10 Lloyd iterations of about 8 s each at SOP scale;
+    MiniBatchKMeans was both slower and far worse there.
+    """
     from sklearn.cluster import KMeans
-    km = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed)
+    if n_clusters <= _KMEANS_PP_MAX_CLUSTERS:
+        km = KMeans(n_clusters=n_clusters, init='k-means++', n_init=1, random_state=seed)
+    else:
+        km = KMeans(n_clusters=n_clusters, init='random', n_init=1, max_iter=10,
+                    random_state=seed)
     return km.fit_predict(emb)
 
 
@@ -259,19 +392,11 @@ def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8)
     recallk = _check_recallk(recallk)
     emb = _as_array(embeddings, 'embeddings', 2, np.float32)
     labels = _as_array(labels, 'labels', 1, np.int64)
-    if emb.shape[0] != labels.shape[0]:
-        raise ValueError('embeddings have %d rows but labels has %d entries'
-                         % (emb.shape[0], labels.shape[0]))
+    _check_pair(emb, labels, 'embeddings')
     out = {}
     retrieval = [m for m in metrics if m in ('recall', 'map_at_r', 'r_precision')]
     if retrieval:
-        gallery = _Gallery(emb, labels)
-        self_cols = np.empty(len(labels), dtype=np.int64)
-        self_cols[gallery.order] = np.arange(len(labels))
-        # Queries in label-sorted order too: a block then holds few classes, which keeps the
-        # per-block top-R list (max R in the block) short.
-        out.update(_retrieval(emb[gallery.order], gallery.labels, gallery,
-                              self_cols[gallery.order], recallk, retrieval, ctx, block_size))
+        out.update(_retrieval(_Gallery(emb, labels), recallk, retrieval, ctx, block_size))
     if 'nmi' in metrics or 'f1' in metrics:
         from sklearn.metrics import normalized_mutual_info_score
         clusters = kmeans_assign(emb, len(np.unique(labels)), seed)
@@ -297,10 +422,9 @@ def evaluate_query_gallery(query_emb, query_labels, gallery_emb, gallery_labels,
     ql = _as_array(query_labels, 'query labels', 1, np.int64)
     g = _as_array(gallery_emb, 'gallery embeddings', 2, np.float32)
     gl = _as_array(gallery_labels, 'gallery labels', 1, np.int64)
-    if q.shape[0] != ql.shape[0] or g.shape[0] != gl.shape[0]:
-        raise ValueError('embeddings and labels differ in length (query %d vs %d, gallery %d vs %d)'
-                         % (q.shape[0], ql.shape[0], g.shape[0], gl.shape[0]))
+    _check_pair(q, ql, 'query embeddings')
+    _check_pair(g, gl, 'gallery embeddings')
     if q.shape[1] != g.shape[1]:
         raise ValueError('query embeddings are %d-d but gallery embeddings are %d-d'
                          % (q.shape[1], g.shape[1]))
-    return _retrieval(q, ql, _Gallery(g, gl), None, recallk, metrics, ctx, block_size)
+    return _retrieval(_Gallery(g, gl), recallk, metrics, ctx, block_size, q, ql)
