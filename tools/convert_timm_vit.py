@@ -1,0 +1,78 @@
+"""Convert a timm ViT/DeiT checkpoint (.pth / .bin, a PyTorch state dict) into .params for model/vit.py.
+
+    python tools/convert_timm_vit.py deit_small_patch16_224-cd65a155.pth vit_small_patch16.params
+    python main.py --backbone vit_small_patch16 --pretrained_path vit_small_patch16.params ...
+
+Only this script needs PyTorch (to read the file). The layers carry timm's names, so the mapping
+(timm -> ours, i = 0..depth-1) only renames LayerNorm parameters and drops the classifier:
+
+    cls_token, pos_embed                        -> the same        (1, 1, 384), (1, 197, 384)
+    patch_embed.proj.{weight,bias}              -> the same        (384, 3, 16, 16) Conv2D, (384,)
+    blocks.i.norm1.{weight,bias}                -> blocks.i.norm1.{gamma,beta}
+    blocks.i.attn.qkv.{weight,bias}             -> the same        (1152, 384): Dense weights are (out, in)
+    blocks.i.attn.proj.{weight,bias}            -> the same        as in torch.nn.Linear
+    blocks.i.norm2.{weight,bias}                -> blocks.i.norm2.{gamma,beta}
+    blocks.i.mlp.fc1.{weight,bias}              -> the same        (1536, 384)
+    blocks.i.mlp.fc2.{weight,bias}              -> the same        (384, 1536)
+    norm.{weight,bias}                          -> norm.{gamma,beta}
+    head.{weight,bias}                          -> dropped (the ImageNet classifier)
+
+Any other name (e.g. DeiT-distilled's dist_token) stops the conversion with its name.
+"""
+import argparse
+import re
+import sys
+
+# A LayerNorm of timm: the final norm or a block's norm1 / norm2.
+LAYER_NORM = re.compile(r'^(norm|blocks\.\d+\.norm[12])\.(weight|bias)$')
+SAME = re.compile(r'^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|'
+                  r'blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$')
+
+
+def convert(state):
+    """timm state dict {name: array} -> {our structural name: the same array}; raises ValueError."""
+    out, unknown = {}, []
+    for name, value in state.items():
+        norm = LAYER_NORM.match(name)
+        if norm:
+            out['%s.%s' % (norm.group(1), {'weight': 'gamma', 'bias': 'beta'}[norm.group(2)])] = value
+        elif SAME.match(name):
+            out[name] = value
+        elif not name.startswith('head.'):
+            unknown.append(name)
+    if unknown:
+        raise ValueError('not a plain ViT/DeiT state dict: no counterpart for %s' % ', '.join(sorted(unknown)))
+    return out
+
+
+def load_state_dict(path):
+    """The state dict of a timm .pth / .bin file as {name: float32 numpy array}."""
+    try:
+        import torch  # only here: the rest of the project runs without PyTorch
+    except ImportError:
+        raise OSError('reading a PyTorch checkpoint needs PyTorch: pip install torch (CPU build is enough)')
+    state = torch.load(path, map_location='cpu')
+    for key in ('model', 'state_dict'):          # DeiT's release wraps the weights in {'model': ...}
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return {name: tensor.detach().float().numpy() for name, tensor in state.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('source', help='timm / DeiT checkpoint, .pth or .bin')
+    p.add_argument('target', help='.params file to write')
+    args = p.parse_args(argv)
+    import mxnet as mx
+    try:
+        params = convert(load_state_dict(args.source))
+    except (OSError, ValueError) as exc:
+        print('error: %s: %s' % (args.source, exc), file=sys.stderr)
+        return 2
+    mx.nd.save(args.target, {name: mx.nd.array(value) for name, value in params.items()})
+    print('wrote %d arrays to %s' % (len(params), args.target))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
