@@ -47,14 +47,15 @@ def hard_max(F, x, axis=1):
     return F.pick(x, F.argmax(x, axis=axis), axis=axis)
 
 
-def _mine(F, expansion, embeddings, gram, pick, scale=1.0):
+def _mine(F, expansion, gram, pick, scale=1.0):
     """pick over all group pairs (k, l) of ``scale * x_k(i).x_l(j) + sq_k[i] + sq_l[j]`` (B, B).
 
     pick is F.minimum or F.maximum; ``scale`` = -2 with the squared norms gives D^2, ``scale`` = 1 and
     no norms the inner products. ``gram`` is the originals' E E^T (B, B).
     """
-    factors = expansion.factors(F, embeddings)
     g_pe = partner(F, gram)               # e[p(i)] . e[j]
+    # norms and pair products from the Gram matrix: reductions over d are slow in MXNet
+    factors = expansion.factors(F, F.diag(gram), F.diag(g_pe))
     g_ep = F.transpose(g_pe)              # e[i] . e[p(j)]
     g_pp = partner(F, g_ep)               # e[p(i)] . e[p(j)]
     ones = F.ones_like(factors[0][2])
@@ -84,12 +85,12 @@ def mined_distances(F, expansion, embeddings):
     embeddings: (B, d) originals e; expansion: an EmbeddingExpansion (its n_inner_pts and l2_norm).
     """
     gram = F.dot(embeddings, embeddings, transpose_b=True)
-    sq = F.sum(F.square(embeddings), axis=1)
+    sq = F.diag(gram)                     # |e_i|^2, without a slow reduction over d
     dist = euclidean(F, sq, sq, gram)
     if expansion.n_inner_pts == 0:
         return dist, dist
     # sqrt and clip are monotone: the min of D is D of the min of D^2
-    d2 = _mine(F, expansion, embeddings, gram, F.minimum, scale=-2.0)
+    d2 = _mine(F, expansion, gram, F.minimum, scale=-2.0)
     return dist, F.sqrt(F.clip(d2, CLIP_MIN, CLIP_MAX))
 
 
@@ -98,10 +99,17 @@ def mined_similarities(F, expansion, embeddings):
     gram = F.dot(embeddings, embeddings, transpose_b=True)
     if expansion.n_inner_pts == 0:
         return gram, gram
-    return gram, _mine(F, expansion, embeddings, gram, F.maximum)
+    return gram, _mine(F, expansion, gram, F.maximum)
 
 
 def label_masks(F, labels):
     """(same, diff), each (B, B) float: 1 where labels[i] == labels[j] (resp. !=)."""
     same = F.broadcast_equal(labels.expand_dims(1), labels.expand_dims(0))
     return same, 1 - same
+
+
+def pair_masks(F, labels):
+    """(positive, negative), each (B, B) float: positive pairs j != i of one label, negative pairs."""
+    same, diff = label_masks(F, labels)
+    index = F.contrib.arange_like(labels)
+    return same - F.broadcast_equal(index.expand_dims(1), index.expand_dims(0)), diff
