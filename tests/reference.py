@@ -1,4 +1,4 @@
-"""Brute-force NumPy references of SPEC sections 1 and 2, written loop by loop, independent of loss/."""
+"""Brute-force NumPy references of SPEC sections 1 to 3, written loop by loop, independent of loss/."""
 import numpy as np
 
 
@@ -64,6 +64,77 @@ def mined_distance_matrix(e, n, l2_norm=True):
     groups = [[g * B + i for g in range(n + 1)] for i in range(B)]
     return np.array([[min(D[a, b] for a in groups[i] for b in groups[j]) for j in range(B)]
                      for i in range(B)])
+
+
+def mined_similarity_matrix(e, n, l2_norm=True):
+    """Sn[i, j] = max over a in G(i), b in G(j) of a.b, by brute force."""
+    B = len(e)
+    x = ee_points(e, n, l2_norm)
+    groups = [[g * B + i for g in range(n + 1)] for i in range(B)]
+    return np.array([[max(x[a] @ x[b] for a in groups[i] for b in groups[j]) for j in range(B)]
+                     for i in range(B)])
+
+
+def distance_matrices(e, n, l2_norm=True):
+    """(D, Dn): the originals' distances and the brute-force mined ones."""
+    return all_distances(e), mined_distance_matrix(e, n, l2_norm)
+
+
+def similarity_matrices(e, n, l2_norm=True):
+    """(S, Sn): the originals' inner products and the brute-force mined ones."""
+    return np.array([[a @ b for b in e] for a in e]), mined_similarity_matrix(e, n, l2_norm)
+
+
+def triplet_loss(D, Dn, y, margin=0.2):
+    """SPEC section 3: mean over every (anchor, positive != anchor, negative) of the hinge; 0 if none."""
+    B, terms = len(y), []
+    for a in range(B):
+        for p in range(B):
+            for n in range(B):
+                if p != a and y[p] == y[a] and y[n] != y[a]:
+                    terms.append(max(D[a, p] - Dn[a, n] + margin, 0.0))
+    return np.mean(terms) if terms else 0.0
+
+
+def lifted_loss(D, Dn, y, margin=1.0):
+    """Song et al. 2016 over unordered positive pairs i < j; 0 without positive pairs."""
+    B, total, pairs = len(y), 0.0, 0
+    for i in range(B):
+        for j in range(i + 1, B):
+            if y[i] != y[j]:
+                continue
+            s = sum(np.exp(margin - Dn[i, k]) for k in range(B) if y[k] != y[i])
+            s += sum(np.exp(margin - Dn[j, l]) for l in range(B) if y[l] != y[j])
+            J = np.log(s) + D[i, j] if s > 0 else -np.inf
+            total += max(J, 0.0) ** 2
+            pairs += 1
+    return total / (2 * pairs) if pairs else 0.0
+
+
+def npair_loss(e, S, Sn, y, l2_reg=0.002):
+    """Sohn 2016: anchors 2k with positives 2k+1; negatives the positives of pairs of other classes."""
+    B, terms = len(y), []
+    for i in range(0, B, 2):
+        s = sum(np.exp(Sn[i, j + 1] - S[i, i + 1]) for j in range(0, B, 2) if y[j] != y[i])
+        terms.append(np.log(1 + s))
+    return np.mean(terms) + l2_reg * np.mean([f @ f for f in e])
+
+
+def ms_loss(S, Sn, y, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
+    """Wang et al. 2019 with epsilon pair mining; anchors with an empty mined set contribute 0."""
+    B, total = len(y), 0.0
+    for i in range(B):
+        pos = [S[i, j] for j in range(B) if j != i and y[j] == y[i]]
+        neg = [Sn[i, k] for k in range(B) if y[k] != y[i]]
+        if not pos or not neg:
+            continue
+        kept_pos = [s for s in pos if s - epsilon < max(neg)]
+        kept_neg = [s for s in neg if s + epsilon > min(pos)]
+        if not kept_pos or not kept_neg:
+            continue
+        total += np.log(1 + sum(np.exp(-alpha * (s - base)) for s in kept_pos)) / alpha
+        total += np.log(1 + sum(np.exp(beta * (s - base)) for s in kept_neg)) / beta
+    return total / B
 
 
 def numeric_grad(f, e, h=1e-6):
