@@ -43,8 +43,17 @@ def build_parser():
     a('--config', default=None,
       help='a file of main.py flags (one --flag=value per line, # comments); the command line overrides it')
     # data
-    a('--data_name', default='digits', help='digits (offline, bundled) | cars196 (official: car196)')
+    a('--data_name', default='digits',
+      help='digits (offline, bundled) | cars196 (official: car196) | cub200 | sop | inshop | folder')
     a('--data_dir', default='./datasets/CARS196', help='root of the data set release files')
+    a('--train_class_ratio', default=0.5, type=float,
+      help='folder: the first this fraction of the classes (sorted by path) train, the rest test')
+    a('--val_class_ratio', default=0.0, type=float,
+      help='hold out this fraction of the training classes and choose the best epoch on them; '
+           '0: choose on the test set, as the release does')
+    a('--check_images', action='store_true', help='decode every image once before training')
+    a('--skip_bad_images', action='store_true',
+      help='leave out images that cannot be decoded (with a warning) instead of stopping')
     a('--image_size', default=227, type=int, help='width and height of input images')
     a('--batch_size', default=128, type=int, help='images per training batch')
     a('--num_instances', default=32, type=int, help='images per class in a batch (even with EE)')
@@ -81,6 +90,8 @@ def build_parser():
     a('--eval_metrics', default='recall,nmi',
       help='comma-separated subset of recall, map_at_r, r_precision, nmi, f1')
     a('--summary_step', default=10, type=int, help='log loss and lr every this many iterations')
+    a('--save_embeddings', action='store_true',
+      help='write the test embeddings and labels of the best epoch as .npy under SAVE_DIR/embeddings')
     a('--save_dir', default='./log/will/be/saved/here', help='logs and parameters go here')
     # checkpoints
     a('--checkpoint_epochs', default=10, type=int,
@@ -115,9 +126,13 @@ def write_config(args, path):
     """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run."""
     import shlex
     skip = {'config', 'resume', 'debug', 'start_epoch'}
+    switches = {a.dest for a in build_parser()._actions if a.nargs == 0}     # store_true flags
     lines = ['# written by main.py; python3 main.py --config %s repeats this run' % path]
     for key, value in sorted(vars(args).items()):
-        if key in skip or value is None:
+        if key in skip or value is None or (key in switches and not value):
+            continue
+        if key in switches:
+            lines.append('--' + key)
             continue
         if isinstance(value, (list, tuple)):
             value = ','.join(str(v) for v in value)
@@ -167,6 +182,8 @@ def check_args(args, num_devices):
     if args.batch_size % num_devices:
         raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
                         % (args.batch_size, num_devices))
+    if not 0 <= args.val_class_ratio < 1 or not 0 < args.train_class_ratio < 1:
+        raise UserError('--val_class_ratio must be in [0, 1) and --train_class_ratio in (0, 1)')
     if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
         raise UserError('--checkpoint_epochs must be >= 0 and --keep_checkpoints >= 1')
     if sorted(args.lr_decay_epochs) != args.lr_decay_epochs or len(set(args.lr_decay_epochs)) != len(
@@ -217,6 +234,10 @@ def extract_embeddings(net, loader, ctx):
     return np.concatenate(feats), np.concatenate(labels)
 
 
+# In-Shop's queries search a separate gallery: clustering metrics do not apply.
+QUERY_GALLERY_METRICS = ('recall', 'map_at_r', 'r_precision')
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
@@ -240,17 +261,39 @@ def train_step(net, loss_fn, trainer, images, labels, ctx):
     return loss.mean().asscalar()
 
 
-def evaluate_net(net, loader, ctx, args):
-    from utils.evaluation import evaluate
-    emb, y = extract_embeddings(net, loader, ctx)
-    return evaluate(emb, y, metrics=args.eval_metrics, recallk=args.recallk, seed=args.seed)
+def evaluate_net(net, loaders, ctx, args, split='test'):
+    """(metrics, embeddings) of one split: ``split`` 'test' (In-Shop: query against gallery) or 'val'.
+
+    embeddings: {name: (embeddings (n, d), labels (n,))} of the sets evaluated.
+    """
+    from utils.evaluation import evaluate, evaluate_query_gallery
+    on = ctx[0] if ctx[0].device_type == 'gpu' else None
+    if split == 'test' and loaders.gallery is not None:
+        query = extract_embeddings(net, loaders.query.loader, ctx)
+        gallery = extract_embeddings(net, loaders.gallery.loader, ctx)
+        metrics = [m for m in args.eval_metrics if m in QUERY_GALLERY_METRICS]
+        return (evaluate_query_gallery(*query, *gallery, recallk=args.recallk, metrics=metrics, ctx=on),
+                {'query': query, 'gallery': gallery})
+    emb, labels = extract_embeddings(net, getattr(loaders, split).loader, ctx)
+    return (evaluate(emb, labels, metrics=args.eval_metrics, recallk=args.recallk, ctx=on, seed=args.seed),
+            {split: (emb, labels)})
+
+
+def save_embeddings(embeddings, folder):
+    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m utils.evaluate``."""
+    os.makedirs(folder, exist_ok=True)
+    for name, (emb, labels) in embeddings.items():
+        for suffix, array in (('embeddings', emb), ('labels', labels)):
+            path = os.path.join(folder, '%s_%s.npy' % (name, suffix))
+            np.save(path + '.tmp.npy', array)
+            os.replace(path + '.tmp.npy', path)
 
 
 def train(args):
     import mxnet as mx
     from tqdm import tqdm
 
-    from data import build_loaders
+    from data import EvalSet, build_split_loaders
     from model import get_model
     from utils.checkpoint import Checkpointer, save_parameters_atomic
     from utils.devices import create_kvstore, parse_contexts
@@ -264,11 +307,15 @@ def train(args):
         prepare_save_dir(args.save_dir)
         write_config(args, os.path.join(args.save_dir, 'args.txt'))
     seed_everything(args.seed)          # the same initial model on every worker
-    train_loader, test_loader, train_labels, test_labels = build_loaders(
-        args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers)
-    print('data %s: %d training images of %d classes, %d test images of %d classes'
-          % (args.data_name, len(train_labels), len(np.unique(train_labels)), len(test_labels),
-             len(np.unique(test_labels))))
+    loaders = build_split_loaders(
+        args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers,
+        val_class_ratio=args.val_class_ratio, check_images=args.check_images, skip_bad_images=args.skip_bad_images,
+        train_class_ratio=args.train_class_ratio, part=(rank, workers))
+    train_loader = loaders.train
+    print('data %s: %s' % (args.data_name, ', '.join(
+        '%s %d images of %d classes' % (name, len(labels), len(np.unique(labels))) for name, labels in
+        [('train', loaders.train_labels)] + [(name, split.labels) for name, split in loaders._asdict().items()
+                                             if isinstance(split, EvalSet)])))
     net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx)
     net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
     loss_fn = build_loss(args)
@@ -294,12 +341,12 @@ def train(args):
     random.seed(args.seed + 1000 * rank)
     checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
     recall1 = 'R@%d' % args.recallk[0]
-    best, start_epoch = {recall1: -1.0}, args.start_epoch
+    best, best_chosen, start_epoch = {}, -1.0, args.start_epoch
     if args.resume:
         path = resume_path(args, checkpoints)
         if path:
             state = checkpoints.load(path, net, trainer, loss_fn, ctx)
-            start_epoch, best = state['epoch'], state['best']
+            start_epoch, best, best_chosen = state['epoch'], state['best'], state['best_chosen']
             print('resumed from %s: epoch %d, best %s' % (path, start_epoch, fmt(best)))
         else:
             print('no checkpoint in %s: starting afresh' % checkpoints.root)
@@ -329,17 +376,26 @@ def train(args):
         epochs.set_postfix(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
         last = epoch + 1 == args.epochs
         if (epoch + 1) % args.eval_epoch_term == 0 or last:
-            metrics = evaluate_net(net, test_loader, ctx, args)
+            metrics, embeddings = evaluate_net(net, loaders, ctx, args)
             summary.metrics(metrics, global_step, epoch + 1)
             line = fmt(metrics)
-            if metrics.get(recall1, -1) > best[recall1]:
-                best = dict(metrics)
+            if loaders.val:     # choose the epoch on held-out training classes, not on the test set
+                chosen = evaluate_net(net, loaders, ctx, args, split='val')[0]
+                summary.metrics(chosen, global_step, epoch + 1, prefix='val_')
+                line = 'val %s | test %s' % (fmt(chosen), line)
+            else:
+                chosen = metrics
+            if chosen.get(recall1, -1) > best_chosen:
+                best_chosen, best = chosen[recall1], dict(metrics)
                 summary.metrics({recall1: best[recall1]}, global_step, epoch + 1, suffix='/best')
                 save_parameters_atomic(net, os.path.join(args.save_dir, 'model_epoch_%05d.params' % (epoch + 1)))
+                if args.save_embeddings:
+                    save_embeddings(embeddings, os.path.join(args.save_dir, 'embeddings'))
                 line += '  (best)'
             tqdm.write('[epoch %d] %s' % (epoch + 1, line), file=sys.stdout)
         if last or (args.checkpoint_epochs and (epoch + 1) % args.checkpoint_epochs == 0):
-            checkpoints.save(epoch + 1, net, trainer, loss_fn, {'best': best, 'global_step': global_step})
+            checkpoints.save(epoch + 1, net, trainer, loss_fn, {'best': best, 'best_chosen': best_chosen,
+                                                                     'global_step': global_step})
     if workers > 1:     # every worker's copy, to check that they agree
         save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
     if chief:

@@ -1,4 +1,6 @@
 """DataLoaders for every split of a data set, in the official EE configuration."""
+from collections import defaultdict
+from itertools import count
 from typing import NamedTuple, Optional
 
 import mxnet as mx
@@ -40,7 +42,8 @@ class SplitLoaders(NamedTuple):
 
 
 def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, num_workers, test_batch_size=None,
-                        val_class_ratio=0.0, val_seed=0, check_images=False, skip_bad_images=False, **options):
+                        val_class_ratio=0.0, val_seed=0, check_images=False, skip_bad_images=False, part=(0, 1),
+                        **options):
     """Read data set ``name`` and wrap every split in a DataLoader.
 
     Train batches are ``(batch_size x 3 x S x S float32, (batch_size,) int32)`` with num_instances
@@ -55,6 +58,8 @@ def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, n
         of raising a UserError naming the first.
     Without either, a bad image raises its UserError when first read; from a DataLoader worker
     (num_workers > 0) multiprocessing re-raises it in the main process as the same UserError.
+    part: (rank, parts) of distributed training: this worker trains on every parts-th image of each
+        class, starting at its rank; labels stay those of the whole training set.
     options: passed to the loaders that accept them, e.g. train_class_ratio for 'folder'.
     Warns (one line) about training classes with a single image.
     """
@@ -65,8 +70,13 @@ def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, n
     train_items, val_items = split_validation(splits.train, val_class_ratio, val_seed)
     # Proxy-Anchor indexes proxies by label: a class emptied by skip_bad_images must leave no gap.
     dense = label_map(label for _, label in train_items)
-    train_set = ImageList([(source, dense[label]) for source, label in train_items], train_transform(image_size))
-    warn_single_image_classes(train_set.labels)
+    train_items = [(source, dense[label]) for source, label in train_items]
+    warn_single_image_classes(np.array([label for _, label in train_items]))
+    rank, parts = part
+    if parts > 1:
+        position = defaultdict(count)       # an image's index within its class
+        train_items = [item for item in train_items if next(position[item[1]]) % parts == rank]
+    train_set = ImageList(train_items, train_transform(image_size))
     sampler = ClassBalancedSampler(train_set.labels, batch_size, num_instances)
     train_loader = mx.gluon.data.DataLoader(train_set, sampler=sampler, batch_size=batch_size,
                                             last_batch='discard', num_workers=num_workers)

@@ -272,3 +272,15 @@ def test_validation_loader_on_digits():
     assert sorted(np.unique(loaders.train_labels).tolist()) == [0, 1, 2]
     assert len(np.unique(loaders.val.labels)) == 2 and len(loaders.val.loader) == 1
     assert len(loaders.test.labels) == 1797 - len(loaders.train_labels) - len(loaders.val.labels)
+
+
+def test_distributed_workers_split_every_class_between_them():
+    from data import build_split_loaders
+    parts = [build_split_loaders('digits', None, 8, 10, 2, 0, part=(rank, 3)) for rank in range(3)]
+    whole = build_split_loaders('digits', None, 8, 10, 2, 0)
+    sizes = [len(p.train_labels) for p in parts]
+    assert sum(sizes) == len(whole.train_labels) and max(sizes) - min(sizes) <= 5
+    for p in parts:      # every worker keeps every class, with the whole set's labels
+        assert set(p.train_labels) == set(whole.train_labels)
+    images = [{source.tobytes() for source, _ in p.train._dataset.items} for p in parts]
+    assert not (images[0] & images[1]) and not (images[1] & images[2])

@@ -1,5 +1,6 @@
 """main.py end to end on the offline digits data, and its one-line errors for bad input."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,39 @@ def test_saved_args_repeat_the_run(tmp_path):
     again = main.parse_args(['--config', str(tmp_path / 'args.txt')])
     assert {k: v for k, v in vars(again).items() if k != 'config'} == \
         {k: v for k, v in vars(first).items() if k != 'config'}
+
+
+def test_validation_split_chooses_the_epoch_and_embeddings_match_the_cli(tmp_path):
+    flags = ['--val_class_ratio', '0.4', '--batch_size', '24', '--num_instances', '8', '--epochs', '6',
+             '--eval_epoch_term', '2', '--eval_metrics', 'recall,map_at_r,nmi', '--save_embeddings',
+             '--save_dir', str(tmp_path)]
+    assert main.main(flags) == 0
+    s = read_scalars(str(tmp_path))
+    val = dict(s['val_metric_epoch/R1'])
+    test = dict(s['metric_epoch/R1'])
+    assert sorted(val) == sorted(test) == [2, 4, 6]
+    best_epoch = max(sorted(val), key=lambda e: (val[e], -e))        # the first epoch with the best val R@1
+    assert s['metric_epoch/R1/best'][-1] == (best_epoch, test[best_epoch])
+    assert os.path.exists(tmp_path / ('model_epoch_%05d.params' % best_epoch))
+    # the saved embeddings are those of the best epoch: the CLI gives the logged numbers
+    out = tmp_path / 'cli.json'
+    subprocess.run([sys.executable, '-m', 'utils.evaluate', '--embeddings', str(tmp_path / 'embeddings' / 'test_embeddings.npy'),
+                    '--labels', str(tmp_path / 'embeddings' / 'test_labels.npy'), '--recallk', '1,2,4,8',
+                    '--metrics', 'recall,map_at_r,nmi', '--json', str(out)], cwd=REPO, check=True,
+                   capture_output=True)
+    cli = json.loads(out.read_text())
+    assert cli['R@1'] == pytest.approx(test[best_epoch], abs=1e-6)
+    assert cli['MAP@R'] == pytest.approx(dict(s['metric_epoch/MAP_R'])[best_epoch], abs=1e-6)
+    assert cli['NMI'] == pytest.approx(dict(s['metric_epoch/NMI'])[best_epoch], abs=1e-6)
+
+
+def test_inshop_evaluates_queries_against_the_gallery(tmp_path, capsys):
+    from tests.test_datasets import write_inshop
+    root = tmp_path / 'inshop'
+    write_inshop(root)
+    assert main.main(['--data_name', 'inshop', '--data_dir', str(root), '--batch_size', '4', '--num_instances', '2',
+                      '--n_inner_pts', '1', '--epochs', '1', '--eval_epoch_term', '1', '--recallk', '1,2',
+                      '--eval_metrics', 'recall,nmi,map_at_r', '--pretrained', 'false', '--image_size', '32',
+                      '--save_dir', str(tmp_path / 'out')]) == 0
+    out = capsys.readouterr().out
+    assert 'query' in out and 'gallery' in out and '[epoch 1] R@1' in out and 'NMI' not in out.split('[epoch 1]')[1]

@@ -23,12 +23,13 @@ class Summary:
     def scalar(self, tag, value, step):
         self.writer.add_scalar(tag, float(value), step)
 
-    def metrics(self, metrics, step, epoch, suffix=''):
-        """Log {'R@1': 0.7, 'NMI': 0.6, ...} at the global step and at the epoch."""
+    def metrics(self, metrics, step, epoch, suffix='', prefix=''):
+        """Log {'R@1': 0.7, 'NMI': 0.6, ...} at the global step and at the epoch, as
+        ``<prefix>metric/R1<suffix>`` and ``<prefix>metric_epoch/R1<suffix>``."""
         for key, value in metrics.items():
             tag = metric_tag(key) + suffix
-            self.scalar('metric/' + tag, value, step)
-            self.scalar('metric_epoch/' + tag, value, epoch)
+            self.scalar(prefix + 'metric/' + tag, value, step)
+            self.scalar(prefix + 'metric_epoch/' + tag, value, epoch)
 
     def close(self):
         self.writer.close()
