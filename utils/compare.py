@@ -1,0 +1,224 @@
+"""Compare training runs with the papers: best and final metrics, the published value, curves.
+
+    python3 -m utils.compare RUN_DIR [RUN_DIR ...] [--paper DATASET/METHOD] [--metric R@1]
+                             [--tolerance PTS] [--plot OUT.png] [--paper-csv FILE]
+
+RUN_DIR is a main.py --save_dir. For every metric the run evaluated (the ``metric_epoch/...`` scalars)
+the table shows the best value and its epoch, the final one, the value at the epoch where --metric
+peaked (the release keeps that model), the paper's value and the difference in points. Values are in
+percent, as the papers print them.
+
+The paper row is ``--paper DATASET/METHOD`` (a key of configs/paper_numbers.csv, e.g.
+cars196/ee_hphn_triplet, the config file's name) for every run, or else inferred per run from the
+args.txt main.py writes into RUN_DIR.
+
+Exit status: 0; 1 when a run's best --metric is more than --tolerance points below its paper value;
+2 on bad input (a directory without event files, an unknown --paper key or metric), with one line
+``error: ...`` on stderr.
+"""
+import argparse
+import os
+import re
+import sys
+from collections import namedtuple
+
+from utils.errors import UserError
+from utils.events import read_scalars
+from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
+from utils.summary import metric_tag
+
+EPOCH_PREFIX = 'metric_epoch/'
+KNOWN_TAGS = re.compile(r'R\d+|NMI|F1|MAP_R|RP')
+
+Summary = namedtuple('Summary', 'best_epoch best final_epoch final')
+Run = namedtuple('Run', 'name path curves paper_key paper')
+
+
+def metric_name(tag):
+    """Display name of a logged tag: 'R1' -> 'R@1', 'MAP_R' -> 'MAP@R', 'NMI' -> 'NMI'."""
+    if re.fullmatch(r'R\d+', tag):
+        return 'R@' + tag[1:]
+    return 'MAP@R' if tag == 'MAP_R' else tag
+
+
+def parse_metric(name):
+    """The display name of a --metric given as 'R@1', 'r1', 'nmi', 'MAP@R', ...; UserError if unknown."""
+    tag = metric_tag(name.strip().upper())
+    if not KNOWN_TAGS.fullmatch(tag):
+        raise UserError('unknown --metric %r; choose R@K (e.g. R@1), NMI, F1, MAP@R or RP' % name)
+    return metric_name(tag)
+
+
+def read_curves(run_dir):
+    """{metric name: [(epoch, value), ...]} sorted by epoch, values as logged (fractions).
+
+    A resumed run logs the epochs after its checkpoint again; the last value written for an epoch wins.
+    """
+    if not os.path.isdir(run_dir):
+        raise UserError('run directory %s does not exist' % run_dir)
+    scalars = read_scalars(run_dir)
+    if not scalars:
+        raise UserError('no mxboard event files with scalars under %s' % run_dir)
+    curves = {}
+    for tag, points in scalars.items():
+        if not tag.startswith(EPOCH_PREFIX) or '/' in tag[len(EPOCH_PREFIX):]:
+            continue    # global-step duplicates, loss, lr and the running best (metric_epoch/R1/best)
+        by_epoch = {}
+        for epoch, value in points:
+            by_epoch[epoch] = value
+        curves[metric_name(tag[len(EPOCH_PREFIX):])] = sorted(by_epoch.items())
+    if not curves:
+        raise UserError('%s holds no evaluation (no %s... scalars): did the run reach its first evaluation?'
+                        % (run_dir, EPOCH_PREFIX))
+    return curves
+
+
+def summarize(curve):
+    """Best value (its first epoch) and final value (its epoch) of one curve."""
+    best_epoch, best = max(curve, key=lambda point: point[1])   # max keeps the first of equal values
+    final_epoch, final = curve[-1]
+    return Summary(best_epoch, best, final_epoch, final)
+
+
+def metric_order(name):
+    """R@K by K, then the other metrics in a fixed order."""
+    if name.startswith('R@'):
+        return 0, int(name[2:]), ''
+    others = ['NMI', 'F1', 'MAP@R', 'RP']
+    return 1, others.index(name) if name in others else len(others), name
+
+
+def load_runs(run_dirs, paper_key, table):
+    """Run tuples with their curves and paper values; names are the directories' names when unique."""
+    names = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    if len(set(names)) < len(names):
+        names = list(run_dirs)
+    runs = []
+    for name, path in zip(names, run_dirs):
+        curves = read_curves(path)
+        key = paper_key or run_paper_key(path, table)
+        runs.append(Run(name, path, curves, key, table.get(key, {})))
+    return runs
+
+
+def percent(value):
+    return '%.2f' % (100 * value)
+
+
+def run_table(run, metric):
+    """Lines of one run's table: per metric best, final, value at the best --metric epoch, paper, diff."""
+    selected = summarize(run.curves[metric]).best_epoch
+    header = ('metric', 'best', 'epoch', 'final', 'epoch', 'at best %s' % metric, 'paper', 'best-paper')
+    rows = [header]
+    for name in sorted(run.curves, key=metric_order):
+        s = summarize(run.curves[name])
+        at_selected = dict(run.curves[name]).get(selected)
+        paper = run.paper.get(name)
+        rows.append((name, percent(s.best), str(s.best_epoch), percent(s.final), str(s.final_epoch),
+                     '-' if at_selected is None else percent(at_selected),
+                     '-' if paper is None else '%.1f' % paper,
+                     '-' if paper is None else '%+.2f' % (100 * s.best - paper)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ['  '.join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows]
+
+
+def verdict(run, metric, tolerance):
+    """(line, passed) for the run's best --metric against the paper; passed is None without a paper value."""
+    s = summarize(run.curves[metric])
+    paper = run.paper.get(metric)
+    if paper is None:
+        return '%s: no published value to compare with' % metric, None
+    diff = 100 * s.best - paper
+    passed = diff >= -tolerance
+    judgement = 'within the tolerance' if passed else 'FAIL: more than'
+    return ('%s: best %s at epoch %d, paper %.1f: %+.2f points (%s %g points below the paper)'
+            % (metric, percent(s.best), s.best_epoch, paper, diff, judgement, tolerance), passed)
+
+
+def plot(runs, metric, out):
+    """--metric against the epoch for every run on one PNG, with the paper values as dashed lines."""
+    import matplotlib
+    matplotlib.use('Agg')       # no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = set()
+    for run in runs:
+        epochs, values = zip(*run.curves[metric])
+        line, = ax.plot(epochs, [100 * v for v in values], marker='.', label=run.name)
+        paper = run.paper.get(metric)
+        if paper is not None and run.paper_key not in drawn:
+            drawn.add(run.paper_key)
+            ax.axhline(paper, color=line.get_color(), linestyle='--', linewidth=1,
+                       label='paper %s (%.1f)' % (run.paper_key, paper))
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel('%s (%%)' % metric)
+    ax.set_title('%s against the epoch' % metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(out, format='png')
+    except OSError as exc:
+        raise UserError('cannot write --plot %s: %s' % (out, exc.strerror or exc)) from exc
+    finally:
+        plt.close(fig)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='main.py --save_dir of a run')
+    p.add_argument('--paper', default=None,
+                   help='DATASET/METHOD row of the paper numbers for every run (default: from each args.txt)')
+    p.add_argument('--metric', default='R@1', help='metric of the tolerance check and the plot')
+    p.add_argument('--tolerance', default=1.0, type=float,
+                   help='points the best --metric may fall below the paper before the exit status is 1')
+    p.add_argument('--plot', default=None, metavar='OUT.png', help='draw --metric against the epoch here')
+    p.add_argument('--paper-csv', dest='paper_csv', default=DEFAULT_CSV, help='the published numbers')
+    return p
+
+
+def compare(args):
+    """Print the tables (and draw the plot); the exit status: 1 if a run falls short, else 0."""
+    if args.tolerance < 0:
+        raise UserError('--tolerance must be >= 0, got %g' % args.tolerance)
+    metric = parse_metric(args.metric)
+    table = load_paper_numbers(args.paper_csv)
+    if args.paper is not None and args.paper not in table:
+        raise UserError('unknown --paper key %r: not in %s (keys are DATASET/METHOD, e.g. cars196/ee_hphn_triplet)'
+                        % (args.paper, args.paper_csv))
+    runs = load_runs(args.run_dirs, args.paper, table)
+    for run in runs:
+        if metric not in run.curves:
+            raise UserError('run %s logged no %s (it has %s)'
+                            % (run.path, metric, ', '.join(sorted(run.curves, key=metric_order))))
+    status = 0
+    for run in runs:
+        print('== %s  (paper: %s)' % (run.path, run.paper_key if run.paper else 'none found; pass --paper'))
+        print('\n'.join(run_table(run, metric)))
+        line, passed = verdict(run, metric, args.tolerance)
+        print(line)
+        print()
+        if passed is False:
+            status = 1
+    if args.plot:
+        plot(runs, metric, args.plot)
+        print('plot: %s' % args.plot)
+    return status
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return compare(args)
+    except UserError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
