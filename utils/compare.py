@@ -172,13 +172,15 @@ def build_parser():
     p = argparse.ArgumentParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='main.py --save_dir of a run')
-    p.add_argument('--paper', default=None,
-                   help='DATASET/METHOD row of the paper numbers for every run (default: from each args.txt)')
-    p.add_argument('--metric', default='R@1', help='metric of the tolerance check and the plot')
-    p.add_argument('--tolerance', default=1.0, type=float,
+    p.add_argument('--paper', default=None, metavar='DATASET/METHOD',
+                   help='row of the paper numbers for every run (None: inferred from each RUN_DIR/args.txt)')
+    p.add_argument('--metric', default='R@1', metavar='NAME',
+                   help='R@K, NMI, F1, MAP@R or RP: the metric of the tolerance check and the plot')
+    p.add_argument('--tolerance', default=1.0, type=float, metavar='PTS',
                    help='points the best --metric may fall below the paper before the exit status is 1')
     p.add_argument('--plot', default=None, metavar='OUT.png', help='draw --metric against the epoch here')
-    p.add_argument('--paper-csv', dest='paper_csv', default=DEFAULT_CSV, help='the published numbers')
+    p.add_argument('--paper-csv', dest='paper_csv', default=DEFAULT_CSV, metavar='FILE',
+                   help='the published numbers, in percent')
     return p
 
 
