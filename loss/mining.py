@@ -71,7 +71,10 @@ def _mine(F, expansion, gram, pick, scale=1.0):
         if k:
             a_k, b_k = outer(F, scale * a_k, ones), outer(F, scale * b_k, ones)
         for l in range(k, len(factors)):
-            g = scale * cols[l] if k == 0 else a_k * cols[l] + b_k * pcols[l]
+            if k == 0:
+                g = cols[l] if scale == 1.0 else scale * cols[l]
+            else:
+                g = a_k * cols[l] + b_k * pcols[l]
             if scale != 1.0:
                 g = g + outer_sum(F, sq_k, factors[l][2])
             (diag if k == l else upper).append(g)

@@ -27,6 +27,8 @@ class MultiSimilarityLoss(PairLoss):
     def hybrid_forward(self, F, embeddings, labels):
         sim, mined = mined_similarities(F, self.expansion, embeddings)
         positive, negative = pair_masks(F, labels)
+        # the mining thresholds, min positive S and max negative Sn per anchor: an anchor without
+        # positives gets lowest = -MASKED and keeps no negative, one without negatives the reverse
         lowest = F.BlockGrad(-F.max(F.where(positive, -sim, F.ones_like(sim) * MASKED), axis=1))
         highest = F.BlockGrad(F.max(F.where(negative, mined, F.ones_like(mined) * MASKED), axis=1))
         keep_pos = positive * F.broadcast_lesser(sim - self.epsilon, highest.expand_dims(1))
