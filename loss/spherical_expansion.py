@@ -62,7 +62,7 @@ class SphericalExpansion(HybridBlock):
         g = g - F.batch_dot(axes, F.batch_dot(axes, g), transpose_a=True)                 # off w and u1
         v = cholesky_qr(F, cholesky_qr(F, g))                                             # (B, d, n)
         # |r| sqrt((n+1)/n) (v_j - mean_k v_k) for all j as one product with the centring matrix
-        ones = F.reshape(F.ones_like(F.slice_axis(g, axis=1, begin=0, end=1)), (0, -1))          # (B, n)
+        ones = F.reshape(F.ones_like(F.slice_axis(g, axis=1, begin=0, end=1)), (0, -1))    # (B, n)
         centring = F.linalg.makediag(ones) - 1.0 / n                                      # (B, n, n)
         spread = F.batch_dot(F.broadcast_mul(centring, F.reshape(((n + 1.0) / n) ** 0.5 * r_norm, (-1, 1, 1))),
                              v, transpose_b=True)                                         # (B, n, d)

@@ -75,6 +75,12 @@ def test_inputs_get_no_gradient_and_draws_differ():
     assert not np.allclose(x.asnumpy(), block(z, w).asnumpy())          # fresh random directions per call
 
 
+def test_embeddings_too_narrow_for_n_directions():
+    z = mx.nd.ones((2, 9)) / 3
+    with pytest.raises(ValueError, match='at least 10 dimensions'):
+        SphericalExpansion(8)(z, z)
+
+
 def test_selection_schedule():
     E = 100
     assert selected_fraction(0, E, 0.4, 0.0) == pytest.approx(0.0)
