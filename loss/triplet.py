@@ -4,24 +4,25 @@ from mxnet.gluon.loss import _apply_weighting
 from .mining import mined_distances, pair_masks
 from .pair_loss import PairLoss
 
-# Moves an invalid positive below, an invalid negative above every real distance.
-INVALID = 1e12
+# Stands in for the positive "a itself": below every negative, its hinges are all inactive.
+SELF = -1e12
 
 
-def hinge_sum(F, ap, an):
-    """sum_{a, p, n} relu(ap[a, p] - an[a, n]) from ap, an (A, P), (A, N), without the A x P x N tensor.
+def hinge_sum(F, values, is_neg):
+    """sum_a sum_{p, n} relu(values[a, p] - values[a, n]) over the columns p with is_neg[a, p] = 0
+    and n with is_neg[a, n] = 1; values, is_neg (A, C). No A x C x C tensor:
 
-    Sorting each row of [ap, an] gives, for every positive, the negatives below it (the active
-    hinges): their count c and sum s, as exclusive cumulative sums (a GEMM with a strictly upper
-    triangular matrix). Then the row's hinges sum to sum_p (c_p ap_p - s_p), which is linear in ap
-    and an for fixed counts: the order carries no gradient, the values carry the exact one.
+    sorting each row gives, for every p, the n below it (the active hinges): their count c_p and
+    the sum s_p of their values, as exclusive cumulative sums (a GEMM with a strictly upper
+    triangular matrix). The row's hinges sum to sum_p (c_p values_p - s_p), linear in the values
+    for a fixed order: the order carries no gradient, the values carry the exact one.
     """
-    values = F.concat(ap, an, dim=1)
-    is_neg = F.concat(F.zeros_like(ap), F.ones_like(an), dim=1)
     order = F.argsort(F.BlockGrad(values), axis=1, dtype='int32')
-    rows = F.cast(F.broadcast_like(F.contrib.arange_like(values, axis=0).expand_dims(1), values), 'int32')
-    where = F.stack(rows, order)
-    values, is_neg = F.gather_nd(values, where), F.gather_nd(is_neg, where)
+    # flat index of entry (a, order[a, q]): a * C + order[a, q], where a * C = (a * C + q) - q
+    entry = F.reshape_like(F.contrib.arange_like(F.reshape(order, -1)), order)
+    flat = F.broadcast_sub(entry, F.contrib.arange_like(order, axis=1).expand_dims(0)) + order
+    values = F.take(F.reshape(values, -1), flat)
+    is_neg = F.take(F.reshape(is_neg, -1), flat)
     col = F.contrib.arange_like(values, axis=1)
     before = F.broadcast_lesser(col.expand_dims(1), col.expand_dims(0))      # [q' < q]
     count, total = F.dot(is_neg, before), F.dot(is_neg * values, before)
@@ -46,8 +47,8 @@ class TripletLoss(PairLoss):
     def hybrid_forward(self, F, embeddings, labels):
         dist, mined = mined_distances(F, self.expansion, embeddings)
         positive, negative = pair_masks(F, labels)
-        ap = F.where(positive, dist + self.margin, F.ones_like(dist) * -INVALID)
-        an = F.where(negative, mined, F.ones_like(mined) * INVALID)
+        # each column of row a is a positive, a negative or a itself
+        values = F.where(negative, mined, F.where(positive, dist + self.margin, F.ones_like(dist) * SELF))
         count = F.sum(F.sum(positive, axis=1) * F.sum(negative, axis=1))
-        loss = hinge_sum(F, ap, an) / F.maximum(count, F.ones_like(count))
+        loss = hinge_sum(F, values, negative) / F.maximum(count, F.ones_like(count))
         return _apply_weighting(F, loss, self._weight, None)
