@@ -63,15 +63,37 @@ def build_parser():
     a('--embed_dim', default=512, type=int, help='embedding size')
     a('--pretrained', default=True, type=str2bool, help='start from ImageNet weights (false: random init)')
     a('--pretrained_path', default=None, help='ImageNet weight file to use instead of gluoncv\'s store')
+    a('--pooling', default='avg', choices=('avg', 'avg+max'),
+      help='global pooling of the trunk\'s features (avg+max: their sum, as Proxy-Anchor\'s code)')
+    a('--bn_freeze', default=False, type=str2bool,
+      help='the trunk\'s BatchNorm layers keep their running statistics (Proxy-Anchor\'s setting)')
     # loss
-    a('--loss', default='hphn_triplet', help='hphn_triplet (official spelling hphn-triplet accepted)')
+    a('--loss', default='hphn_triplet',
+      help='hphn_triplet (official spelling hphn-triplet) | triplet | lifted | npair | ms | proxy_anchor | '
+           'see_proxy_anchor')
     a('--n_inner_pts', default=2, type=int, help='synthetic points per pair (Embedding Expansion); 0: no EE')
     a('--ee_l2norm', default=True, type=str2bool, help='L2-normalise the synthetic points')
-    a('--margin', default=1e-5, type=float, help='triplet margin')
+    a('--margin', default=1e-5, type=float, help='triplet margin (hphn_triplet and triplet)')
     a('--soft_margin', default=False, type=str2bool,
       help='log(1 + exp(d_ap - d_an)) instead of the hinge (the official main.py ignored this flag)')
+    a('--lifted_margin', default=1.0, type=float, help='lifted structure margin')
+    a('--npair_l2_reg', default=0.002, type=float, help='N-pair: weight of the embeddings\' squared norm')
+    a('--ms_alpha', default=2.0, type=float, help='Multi-Similarity: positive scale alpha')
+    a('--ms_beta', default=50.0, type=float, help='Multi-Similarity: negative scale beta')
+    a('--ms_base', default=0.5, type=float, help='Multi-Similarity: similarity offset lambda')
+    a('--ms_epsilon', default=0.1, type=float, help='Multi-Similarity: mining margin epsilon')
+    a('--pa_margin', default=0.1, type=float, help='Proxy-Anchor margin delta')
+    a('--pa_alpha', default=32.0, type=float, help='Proxy-Anchor scale alpha')
+    a('--proxy_lr_mult', default=100.0, type=float, help='learning-rate multiplier of the proxies')
+    a('--n_expansion', default=8, type=int, help='SEE: synthetic points per selected embedding')
+    a('--see_lambda', default=0.2, type=float, help='SEE: weight lambda of the synthetic Proxy-Anchor term')
+    a('--max_thresh', default=0.4, type=float, help='SEE: final fraction of the batch expanded')
+    a('--min_thresh', default=0.0, type=float, help='SEE: initial fraction of the batch expanded')
+    a('--warmup_epochs', default=0, type=int,
+      help='train only the embedding layer (and proxies) for this many epochs, the trunk frozen')
     # optimisation
-    a('--optim', default='adam', choices=('adam', 'sgd'), help='optimiser (sgd uses --momentum)')
+    a('--optim', default='adam', choices=('adam', 'adamw', 'sgd'),
+      help='optimiser (adamw: decoupled weight decay; sgd uses --momentum)')
     a('--lr', default=1e-4, type=float, help='base learning rate')
     a('--wd', default=5e-4, type=float, help='weight decay')
     a('--momentum', default=0.9, type=float, help='momentum, with --optim sgd')
@@ -182,6 +204,12 @@ def check_args(args, num_devices):
     if args.batch_size % num_devices:
         raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
                         % (args.batch_size, num_devices))
+    if args.loss == 'see_proxy_anchor' and not (1 <= args.n_expansion <= args.embed_dim - 2):
+        raise UserError('--n_expansion must be between 1 and --embed_dim - 2, got %d' % args.n_expansion)
+    if not 0 <= args.min_thresh <= args.max_thresh <= 1:
+        raise UserError('need 0 <= --min_thresh <= --max_thresh <= 1')
+    if args.warmup_epochs < 0:
+        raise UserError('--warmup_epochs must be >= 0')
     if not 0 <= args.val_class_ratio < 1 or not 0 < args.train_class_ratio < 1:
         raise UserError('--val_class_ratio must be in [0, 1) and --train_class_ratio in (0, 1)')
     if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
@@ -213,12 +241,26 @@ def prepare_save_dir(path):
         raise UserError('cannot write to --save_dir %s: %s' % (path, exc.strerror or exc))
 
 
-def build_loss(args):
-    """The --loss block with its flags; every EE loss takes n_inner_pts, l2_norm and num_instances."""
+def build_loss(args, num_classes):
+    """The --loss block with its flags; every EE loss takes n_inner_pts, l2_norm and num_instances,
+    the proxy losses the number of training classes."""
     from loss import LOSSES
+    proxies = dict(num_classes=num_classes, embed_dim=args.embed_dim, margin=args.pa_margin, alpha=args.pa_alpha)
+    if args.loss == 'proxy_anchor':
+        return LOSSES[args.loss](**proxies)
+    if args.loss == 'see_proxy_anchor':
+        return LOSSES[args.loss](n_expansion=args.n_expansion, lambda_=args.see_lambda, max_thresh=args.max_thresh,
+                                 min_thresh=args.min_thresh, epochs=args.epochs, **proxies)
     ee = dict(n_inner_pts=args.n_inner_pts, l2_norm=args.ee_l2norm, num_instances=args.num_instances)
-    if args.loss == 'hphn_triplet':
-        return LOSSES['hphn_triplet'](margin=args.margin, soft_margin=args.soft_margin, **ee)
+    own = {
+        'hphn_triplet': dict(margin=args.margin, soft_margin=args.soft_margin),
+        'triplet': dict(margin=args.margin),
+        'lifted': dict(margin=args.lifted_margin),
+        'npair': dict(l2_reg=args.npair_l2_reg),
+        'ms': dict(alpha=args.ms_alpha, beta=args.ms_beta, base=args.ms_base, epsilon=args.ms_epsilon),
+    }
+    if args.loss in own:
+        return LOSSES[args.loss](**own[args.loss], **ee)
     raise UserError('unknown loss %r (--loss); choose one of %s' % (args.loss, ', '.join(LOSSES)))
 
 
@@ -255,6 +297,11 @@ def train_step(net, loss_fn, trainer, images, labels, ctx):
         parts = [net(x) for x in data]
         embeddings = mx.nd.concat(*[e.as_in_context(ctx[0]) for e in parts], dim=0) if len(parts) > 1 else parts[0]
         loss = loss_fn(embeddings, labels.as_in_context(ctx[0]))
+        # The loss runs on ctx[0]; its parameters' copies elsewhere get a zero gradient, so that
+        # the kvstore sums fresh gradients and updates every copy alike.
+        for p in loss_fn.collect_params().values():
+            for c in ctx[1:]:
+                loss = loss + 0 * p.data(c).sum().as_in_context(ctx[0])
     # As the release: back-propagate the per-anchor vector (its sum) and step(1).
     loss.backward()
     trainer.step(1)
@@ -316,10 +363,12 @@ def train(args):
         '%s %d images of %d classes' % (name, len(labels), len(np.unique(labels))) for name, labels in
         [('train', loaders.train_labels)] + [(name, split.labels) for name, split in loaders._asdict().items()
                                              if isinstance(split, EvalSet)])))
-    net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx)
+    net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx,
+                    pooling=args.pooling, bn_freeze=args.bn_freeze)
     net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
-    loss_fn = build_loss(args)
-    loss_fn.initialize(ctx=ctx[0])
+    loss_fn = build_loss(args, int(loaders.train_labels.max()) + 1)
+    loss_fn.initialize(ctx=ctx)
+    loss_fn.collect_params().setattr('lr_mult', args.proxy_lr_mult)
     loss_fn.hybridize(static_alloc=True, static_shape=True)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
@@ -330,6 +379,8 @@ def train(args):
     opts = {'learning_rate': args.lr, 'wd': args.wd}
     if args.optim == 'sgd':
         opts['momentum'] = args.momentum
+    if args.optim == 'adamw':
+        import utils.adamw  # noqa: F401  registers the optimiser
     params = net.collect_params()
     params.update(loss_fn.collect_params())
     # Optimiser states stay on the workers (not the servers) so that checkpoints can hold them.
@@ -355,7 +406,12 @@ def train(args):
     loss_value = float('nan')
     epochs = tqdm(range(start_epoch, args.epochs), desc='epochs', file=sys.stdout, dynamic_ncols=True,
                   initial=start_epoch, total=args.epochs, disable=not chief)
+    trunk_grad_req = {p.name: p.grad_req for p in net.backbone.collect_params().values()}
     for epoch in epochs:
+        if hasattr(loss_fn, 'set_epoch'):
+            loss_fn.set_epoch(epoch)
+        for p in net.backbone.collect_params().values():     # warm-up: the trunk frozen
+            p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
         for i, (images, labels) in enumerate(train_loader):
             trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
             loss_value = train_step(net, loss_fn, trainer, images, labels, ctx)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import mxnet as mx
 import numpy as np
 import pytest
 import scipy.io
@@ -43,7 +44,7 @@ def test_same_seed_same_losses(tmp_path):
 
 def test_soft_margin_reaches_the_loss():
     args = main.parse_args(['--soft_margin', 'true', '--margin', '0.3'])
-    loss = main.build_loss(args)
+    loss = main.build_loss(args, 5)
     assert loss.soft_margin is True and loss.margin == 0.3
 
 
@@ -144,3 +145,48 @@ def test_inshop_evaluates_queries_against_the_gallery(tmp_path, capsys):
                       '--save_dir', str(tmp_path / 'out')]) == 0
     out = capsys.readouterr().out
     assert 'query' in out and 'gallery' in out and '[epoch 1] R@1' in out and 'NMI' not in out.split('[epoch 1]')[1]
+
+
+@pytest.mark.parametrize('name', ['triplet', 'lifted', 'npair', 'ms'])
+def test_each_pair_loss_trains_from_main(tmp_path, name):
+    flags = ['--loss', name, '--epochs', '6', '--eval_epoch_term', '6', '--batch_size', '40', '--num_instances', '8',
+             '--save_dir', str(tmp_path)]
+    assert main.main(flags) == 0
+    losses = [v for _, v in read_scalars(str(tmp_path))['loss']]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < losses[0]
+
+
+@pytest.mark.parametrize('name', ['proxy_anchor', 'see_proxy_anchor'])
+def test_proxy_losses_train_from_main(tmp_path, name):
+    flags = ['--loss', name, '--optim', 'adamw', '--lr', '1e-3', '--epochs', '8', '--eval_epoch_term', '8',
+             '--batch_size', '10', '--num_instances', '2', '--max_thresh', '0.5', '--n_expansion', '4',
+             '--pooling', 'avg+max', '--save_dir', str(tmp_path)]
+    assert main.main(flags) == 0
+    losses = [v for _, v in read_scalars(str(tmp_path))['loss']]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < losses[0]
+    saved = mx.nd.load(str(tmp_path / 'checkpoints' / 'epoch_00008' / 'loss.params'))
+    assert list(saved) == ['proxies'] and saved['proxies'].shape == (5, 512)
+
+
+def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
+    """During --warmup_epochs the trunk keeps its weights while the embedding layer learns."""
+    snapshots = []
+    original = main.train_step
+
+    def spy(net, *args):
+        first = list(net.backbone[0].collect_params().values())[0].data().copy()   # before the step
+        value = original(net, *args)
+        snapshots.append((first, net.embedding_layer.weight.data().copy()))         # head after it
+        return value
+    monkeypatch.setattr(main, 'train_step', spy)
+    assert main.main(['--loss', 'proxy_anchor', '--warmup_epochs', '2', '--epochs', '3', '--eval_epoch_term', '3',
+                      '--batch_size', '40', '--num_instances', '8', '--save_dir', str(tmp_path)]) == 0
+    trunk = [a.asnumpy() for a, _ in snapshots]
+    head = [b.asnumpy() for _, b in snapshots]
+    assert np.array_equal(trunk[0], trunk[1]) and np.array_equal(trunk[1], trunk[2])   # epochs 1, 2: frozen
+    assert not np.array_equal(head[0], head[1])
+    final = mx.nd.load(str(tmp_path / 'model_final.params'))
+    key = [k for k in final if k.startswith('backbone.0.')][0]
+    assert not np.array_equal(final[key].asnumpy(), trunk[2])                          # epoch 3: trains

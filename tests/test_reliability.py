@@ -12,7 +12,7 @@ import pytest
 import mxnet as mx
 
 import main
-from loss import HPHNTripletLoss
+from loss import HPHNTripletLoss, ProxyAnchorLoss
 from utils.checkpoint import Checkpointer
 from utils.errors import UserError
 from utils.events import read_scalars
@@ -102,7 +102,7 @@ class NaNAfter(HPHNTripletLoss):
 
 
 def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(main, 'build_loss', lambda args: NaNAfter(n_inner_pts=2, num_instances=8))
+    monkeypatch.setattr(main, 'build_loss', lambda args, classes: NaNAfter(n_inner_pts=2, num_instances=8))
     assert main.main(SMALL + ['--epochs', '6', '--save_dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -111,7 +111,10 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch, capsys):
     assert load_checkpoint_files(os.path.join(str(tmp_path), 'checkpoints', 'epoch_00002'))['epoch'] == 2
 
 
-def test_two_cpu_contexts_equal_one(tmp_path):
+@pytest.mark.parametrize('make_loss', [lambda: HPHNTripletLoss(margin=0.2, n_inner_pts=2, num_instances=8),
+                                       lambda: ProxyAnchorLoss(num_classes=5, embed_dim=8)],
+                         ids=['hphn_triplet', 'proxy_anchor'])
+def test_two_cpu_contexts_equal_one(tmp_path, make_loss):
     """The batch is split over the devices, the loss sees it whole: same loss, same update."""
     rng = np.random.RandomState(0)
     images = mx.nd.array(rng.randn(32, 3, 4, 4))
@@ -123,14 +126,20 @@ def test_two_cpu_contexts_equal_one(tmp_path):
         net.add(mx.gluon.nn.Flatten(), mx.gluon.nn.Dense(16, activation='tanh'), mx.gluon.nn.Dense(8))
         net.initialize(mx.init.Xavier(), ctx=ctx)
         net.hybridize()
-        loss = HPHNTripletLoss(margin=0.2, n_inner_pts=2, num_instances=8)
+        loss = make_loss()
+        loss.initialize(mx.init.Normal(1), ctx=ctx)
         loss.hybridize()
-        trainer = mx.gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1}, kvstore='device')
+        params = net.collect_params()
+        params.update(loss.collect_params())
+        trainer = mx.gluon.Trainer(params, 'sgd', {'learning_rate': 0.1}, kvstore='device')
         value = main.train_step(net, loss, trainer, images, labels, ctx)
-        results.append((value, [p.data(ctx[-1]).asnumpy() for p in net.collect_params().values()]))
+        results.append((value, [p.data(c).asnumpy() for p in params.values() for c in ctx]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
-    for a, b in zip(results[0][1], results[1][1]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    one, two = results[0][1], results[1][1]
+    assert len(two) == 2 * len(one)
+    for i, a in enumerate(one):         # every copy on both devices updated as the single one
+        np.testing.assert_allclose(a, two[2 * i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, two[2 * i + 1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('flags,expected', [
