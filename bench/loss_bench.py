@@ -1,9 +1,10 @@
 """EE + HPHN triplet forward+backward time, ours against the official formulation, side by side.
 
-    python3 bench/loss_bench.py [--reps 30] [--step]
+    python3 bench/loss_bench.py [--reps 30] [--repeat 5] [--step]
 
 B=128, d=512, num_instances=32, hybridised; median of --reps runs after 5 warm-up runs, the two
-implementations interleaved so that machine noise hits both alike. The official formulation is
+implementations interleaved so that machine noise hits both alike; --repeat does the whole
+measurement again and reports the median of the medians with the range of the ratios. The official formulation is
 rewritten here from its description (SPEC section 2): build the (n+1)B points, one (n+1)B x (n+1)B
 distance matrix, reduce-min per row and then over the n+1 groups. --step also times one full
 training step (GoogLeNet, batch 128, 227 px) to give the loss's share of it.
@@ -103,19 +104,24 @@ def bench_step(reps=2):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--reps', type=int, default=30)
+    p.add_argument('--repeat', type=int, default=1, help='repeat the whole measurement this many times')
     p.add_argument('--step', action='store_true', help='also time a GoogLeNet training step')
     args = p.parse_args()
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     print('machine: %s, %d cores, %s, mxnet %s' % (cpu, os.cpu_count(), platform.python_version(), mx.__version__))
-    rows = bench_losses(args.reps)
-    base = rows[0][1]
+    runs = np.array([bench_losses(args.reps) for _ in range(args.repeat)])   # (repeat, n values, 3)
+    ours, official = runs[:, :, 1], runs[:, :, 2]
+    to_base, to_official = ours / ours[:, :1], official / ours
     print('| n_inner_pts | ours (ms) | ours / ours at n=0 | official formulation (ms) | official / ours |')
     print('|---|---|---|---|---|')
-    for n, ours, official in rows:
-        print('| %d | %.2f | %.2fx | %.2f | %.1fx |' % (n, ours, ours / base, official, official / ours))
+    for i, n in enumerate(runs[0, :, 0].astype(int)):
+        print('| %d | %.2f | %.2fx (%.2f-%.2f) | %.2f | %.1fx (%.1f-%.1f) |' % (
+            n, np.median(ours[:, i]), np.median(to_base[:, i]), to_base[:, i].min(), to_base[:, i].max(),
+            np.median(official[:, i]), np.median(to_official[:, i]), to_official[:, i].min(),
+            to_official[:, i].max()))
     if args.step:
         step = bench_step()
-        ours_n2 = rows[1][1] / 1e3
+        ours_n2 = np.median(ours[:, 1]) / 1e3
         print('GoogLeNet step, batch 128 at 227 px, forward+backward with EE n=2: %.2f s; the loss is %.3f%% of it'
               % (step, 100 * ours_n2 / step))
 
