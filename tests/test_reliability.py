@@ -164,8 +164,11 @@ def test_checkpointer_keeps_the_newest_and_ignores_temporary_folders(tmp_path):
     for epoch in (1, 2, 3):
         ck.save(epoch, net, trainer, loss, {'best': {}, 'global_step': epoch})
     os.makedirs(os.path.join(ck.root, '.tmp-epoch_00009-123'))       # a crash mid-write
+    os.makedirs(os.path.join(ck.root, '.trash-epoch_00001-123'))     # a crash mid-removal
     assert [os.path.basename(p) for p in ck.paths()] == ['epoch_00002', 'epoch_00003']
-    assert Checkpointer.load(ck.latest(), net, trainer, loss, mx.cpu())['global_step'] == 3
+    ck.save(4, net, trainer, loss, {'best': {}, 'global_step': 4})
+    assert sorted(os.listdir(ck.root)) == ['epoch_00003', 'epoch_00004']
+    assert Checkpointer.load(ck.latest(), net, trainer, loss, mx.cpu())['global_step'] == 4
     with pytest.raises(UserError, match='cannot resume'):
         os.remove(os.path.join(ck.latest(), 'model.params'))
         Checkpointer.load(ck.latest(), net, trainer, loss, mx.cpu())

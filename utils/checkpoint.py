@@ -4,7 +4,8 @@ A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch_NNNNN/`` holding ``model.p
 ``trainer.states`` (optimiser moments and update counts), ``loss.params`` when the loss has
 parameters (proxies), and ``state.pkl``: epoch, global step, best metrics and the Python and NumPy
 random states. It is written as ``.tmp-epoch_NNNNN-PID/`` and renamed in one step, so a kill at any
-moment leaves every earlier checkpoint intact and never a half-written one under a final name.
+moment leaves every earlier checkpoint intact and never a half-written one under a final name;
+old checkpoints are likewise renamed away before they are deleted.
 """
 import os
 import pickle
@@ -62,6 +63,9 @@ class Checkpointer:
     def save(self, epoch, net, trainer, loss, state):
         """Write checkpoint ``epoch`` (the number of finished epochs); ``state`` is a picklable dict."""
         os.makedirs(self.root, exist_ok=True)
+        for name in os.listdir(self.root):      # left behind by a killed run
+            if name.startswith(('.tmp-', '.trash-')):
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
         final = os.path.join(self.root, 'epoch_%05d' % epoch)
         tmp = os.path.join(self.root, '.tmp-epoch_%05d-%d' % (epoch, os.getpid()))
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,14 +82,21 @@ class Checkpointer:
                 with open(os.path.join(tmp, name), 'rb') as f:
                     os.fsync(f.fileno())
             if os.path.isdir(final):        # the same epoch saved again (a resumed run): replace it
-                shutil.rmtree(final)
+                self._discard(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        for old in self.paths()[:-self.keep] if self.keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in self.paths()[:-self.keep]:
+            self._discard(old)
         return final
+
+    def _discard(self, path):
+        """Remove a checkpoint: renamed out of the listing first, so a kill mid-removal leaves no
+        half-deleted folder under a checkpoint's name."""
+        trash = os.path.join(self.root, '.trash-%s-%d' % (os.path.basename(path), os.getpid()))
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
     def load(path, net, trainer, loss, ctx):
