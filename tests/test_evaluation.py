@@ -253,6 +253,7 @@ def test_cli_end_to_end(tmp_path):
 def test_cli_errors(tmp_path):
     np.save(tmp_path / 'e.npy', np.zeros((5, 3), dtype=np.float32))
     np.save(tmp_path / 'l.npy', np.zeros(4, dtype=np.int64))
+    np.save(tmp_path / 'nan.npy', np.full((4, 3), np.nan, dtype=np.float32))
     missing = str(tmp_path / 'missing.npy')
     cases = [
         (['--embeddings', missing, '--labels', str(tmp_path / 'l.npy')],
@@ -261,6 +262,8 @@ def test_cli_errors(tmp_path):
          '--embeddings has 5 rows but --labels has 4 labels'),
         (['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy'),
           '--recallk', '1,0'], '--recallk must be'),
+        (['--embeddings', str(tmp_path / 'nan.npy'), '--labels', str(tmp_path / 'l.npy')],
+         'nan.npy: embeddings contain NaN or inf'),
     ]
     for args, message in cases:
         proc = _cli(*args)

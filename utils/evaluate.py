@@ -112,8 +112,12 @@ def run(argv=None):
         if qe.shape[1] != ge.shape[1]:
             raise UserError('--query-embeddings are %d-d but --gallery-embeddings are %d-d'
                             % (qe.shape[1], ge.shape[1]))
-        result = evaluate_query_gallery(qe, ql, ge, gl, recallk, metrics=metrics,
-                                        block_size=args.block_size)
+        try:
+            result = evaluate_query_gallery(qe, ql, ge, gl, recallk, metrics=metrics,
+                                            block_size=args.block_size)
+        except ValueError as exc:  # e.g. NaN embeddings
+            raise UserError('--query-embeddings %s / --gallery-embeddings %s: %s'
+                            % (args.query_embeddings, args.gallery_embeddings, exc))
     else:
         if args.embeddings is None or args.labels is None:
             raise UserError('give --embeddings and --labels (or the --query-*/--gallery-* flags)')
@@ -121,8 +125,11 @@ def run(argv=None):
         emb = _load(args.embeddings, '--embeddings', 2)
         labels = _load(args.labels, '--labels', 1)
         _same_rows(emb, '--embeddings', labels, '--labels')
-        result = evaluate(emb, labels, metrics=metrics, recallk=recallk, seed=args.seed,
-                          block_size=args.block_size)
+        try:
+            result = evaluate(emb, labels, metrics=metrics, recallk=recallk, seed=args.seed,
+                              block_size=args.block_size)
+        except ValueError as exc:  # e.g. NaN embeddings
+            raise UserError('--embeddings %s: %s' % (args.embeddings, exc))
     for key, value in result.items():
         print('%-8s %7.2f' % (key, 100.0 * value))
     if args.json:

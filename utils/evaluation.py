@@ -111,9 +111,11 @@ def _group_min(a, g):
     return np.concatenate([mins, a[:, g * size:]], axis=1) if n % g else mins
 
 
-# The numpy path extracts the items under per-row thresholds; beyond this many candidates per
-# score (collapsed embeddings: huge exact ties) it falls back to argpartition, which bounds memory.
-_MAX_CANDIDATE_FRACTION = 1.0 / 8
+# The numpy path gathers the members of the selected groups (about 40 bytes each with the index
+# arrays); beyond this fraction of the block (weak or collapsed embeddings: many items closer
+# than the threshold, or huge exact ties) it falls back to argpartition, which bounds memory to
+# about 2.5x the score block.
+_MAX_CANDIDATE_FRACTION = 1.0 / 4
 
 
 def _stats_plain(s, pos_min, k_top):
@@ -137,7 +139,8 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     Returns n_closer (B,), top_vals (B, k_top), top_cols (B, k_top) as in _block_stats, except that
     n_closer may be any value >= k_recall when the rank is provably beyond every K.
 
-    Per row a threshold t selects candidates s <= t, found with one compare and flatnonzero:
+    Per row a threshold t selects candidates s <= t, read only from the groups (of g1 columns)
+    whose minimum is <= t, so that after the GEMM only the group minimum reads all of s:
       Recall: t >= nearest same-label score; n_closer is then counted among the candidates.
         Rows with at least k_recall group minima (groups of g1) strictly below that score have
         at least k_recall closer other-label items: they miss every K and need no candidates.
@@ -167,12 +170,16 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
         tau = np.full(b, -np.inf, dtype=np.float32)
         tau[rows] = np.minimum(coarse[rows, r[rows] - 1], pos_max[rows])
         t = np.maximum(t, tau)
-    mask = s <= t[:, None]
-    if np.count_nonzero(mask) > _MAX_CANDIDATE_FRACTION * s.size:
+    # Only groups whose minimum is <= t can hold candidates: visit their members, not all of s.
+    sel_rows, sel_groups = np.divmod(np.flatnonzero(mins <= t[:, None]), mins.shape[1])
+    size = n // g1
+    regular = sel_groups < size
+    if np.count_nonzero(regular) * g1 > _MAX_CANDIDATE_FRACTION * s.size:
         return _stats_plain(s, pos_min, k_top)
-    flat = np.flatnonzero(mask)
-    rows, cols = np.divmod(flat, n)
-    vals = s.reshape(-1)[flat]
+    members = (sel_groups[regular, None] + size * np.arange(g1)).reshape(-1)
+    rows = np.concatenate([np.repeat(sel_rows[regular], g1), sel_rows[~regular]])
+    cols = np.concatenate([members, sel_groups[~regular] + (g1 - 1) * size])
+    vals = s[rows, cols]  # members above t are dropped by the two tests below
     if k_recall:
         closer = np.bincount(rows[vals < pos_min[rows]], minlength=b)
         n_closer[exact] = closer[exact]
