@@ -6,7 +6,7 @@ pooling in EmbeddingNet, works at any input size >= 32 px.
 import mxnet as mx
 from gluoncv.model_zoo import googlenet
 
-from .weights import load_into, pretrained_file
+from .trunk import classifier_trunk
 
 TRUNK = ('conv1', 'maxpool1', 'conv2', 'conv3', 'maxpool2', 'inception3a', 'inception3b', 'maxpool3',
          'inception4a', 'inception4b', 'inception4c', 'inception4d', 'inception4e', 'maxpool4',
@@ -16,12 +16,5 @@ FEATURES = 1024      # channels out of inception5b
 
 def googlenet_trunk(pretrained=True, pretrained_path=None, ctx=mx.cpu()):
     """HybridSequential (B, 3, H, W) -> (B, 1024, H/32, W/32): ImageNet weights or He-normal init."""
-    net = googlenet(pretrained=False, pretrained_base=False)
-    if pretrained or pretrained_path:
-        load_into(net, pretrained_file('googlenet', pretrained_path), 'googlenet', ctx)
-    else:
-        net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2), ctx=ctx)
-    trunk = mx.gluon.nn.HybridSequential(prefix='')
-    for name in TRUNK:
-        trunk.add(getattr(net, name))
-    return trunk
+    return classifier_trunk(googlenet(pretrained=False, pretrained_base=False), TRUNK, 'googlenet', 'googlenet',
+                            pretrained, pretrained_path, ctx)

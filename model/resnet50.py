@@ -5,7 +5,7 @@ The backbone of Proxy-Anchor's and SEE's CNN results; the trunk works at any inp
 import mxnet as mx
 from gluoncv.model_zoo import resnet50_v1b
 
-from .weights import load_into, pretrained_file
+from .trunk import classifier_trunk
 
 TRUNK = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
 FEATURES = 2048      # channels out of layer4
@@ -13,12 +13,5 @@ FEATURES = 2048      # channels out of layer4
 
 def resnet50_trunk(pretrained=True, pretrained_path=None, ctx=mx.cpu()):
     """HybridSequential (B, 3, H, W) -> (B, 2048, H/32, W/32): ImageNet weights or He-normal init."""
-    net = resnet50_v1b(pretrained=False)
-    if pretrained or pretrained_path:
-        load_into(net, pretrained_file('resnet50_v1b', pretrained_path), 'resnet50', ctx)
-    else:
-        net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2), ctx=ctx)
-    trunk = mx.gluon.nn.HybridSequential(prefix='')
-    for name in TRUNK:
-        trunk.add(getattr(net, name))
-    return trunk
+    return classifier_trunk(resnet50_v1b(pretrained=False), TRUNK, 'resnet50_v1b', 'resnet50', pretrained,
+                            pretrained_path, ctx)
