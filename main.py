@@ -10,7 +10,6 @@ import argparse
 import os
 import random
 import sys
-import time
 
 import numpy as np
 
@@ -410,8 +409,9 @@ def train(args):
     for epoch in epochs:
         if hasattr(loss_fn, 'set_epoch'):
             loss_fn.set_epoch(epoch)
-        for p in net.backbone.collect_params().values():     # warm-up: the trunk frozen
-            p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
+        if args.warmup_epochs and epoch <= args.warmup_epochs:     # warm-up: the trunk frozen, then thawed
+            for p in net.backbone.collect_params().values():
+                p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
         for i, (images, labels) in enumerate(train_loader):
             trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
             loss_value = train_step(net, loss_fn, trainer, images, labels, ctx)
