@@ -2,9 +2,14 @@
 
 Retrieval metrics (Recall@K, MAP@R, R-precision) are exact and blocked: queries are processed in
 blocks of rows against the whole gallery, so memory grows with ``block_size * n``, never ``n * n``.
+Per block the numpy path does one GEMM and one pass of minima over groups of columns; per-row
+thresholds derived from those minima pick the few groups that can hold the items each metric
+needs (see _stats_numpy).  So the whole evaluation costs little more than the GEMM X.X^T
+(BENCHMARKS.md).  With an MXNet context the GEMM, counts and top-k run with mx.nd on that device.
 
 Distances are squared Euclidean.  Per query row the code ranks by ``|x|^2 - 2 q.x``, which differs
-from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order.
+from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order (up to float32
+rounding, as any float32 evaluation).
 
 Ties: the official EE code ranks with ``argpartition``/``argsort``, which breaks ties arbitrarily.
 We use the optimistic convention throughout: among items at exactly the same distance, same-label
@@ -111,10 +116,10 @@ def _group_min(a, g):
     return np.concatenate([mins, a[:, g * size:]], axis=1) if n % g else mins
 
 
-# The numpy path gathers the members of the selected groups (about 40 bytes each with the index
-# arrays); beyond this fraction of the block (weak or collapsed embeddings: many items closer
-# than the threshold, or huge exact ties) it falls back to argpartition, which bounds memory to
-# about 2.5x the score block.
+# The numpy path gathers the members of the selected groups (about 16 bytes each with the flat
+# index); beyond this fraction of the block (weak or collapsed embeddings: many items closer than
+# the threshold, or huge exact ties) it falls back to argpartition, so the gather stays below
+# about the size of the score block.
 _MAX_CANDIDATE_FRACTION = 1.0 / 4
 
 
@@ -176,17 +181,23 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     regular = sel_groups < size
     if np.count_nonzero(regular) * g1 > _MAX_CANDIDATE_FRACTION * s.size:
         return _stats_plain(s, pos_min, k_top)
-    members = (sel_groups[regular, None] + size * np.arange(g1)).reshape(-1)
-    rows = np.concatenate([np.repeat(sel_rows[regular], g1), sel_rows[~regular]])
-    cols = np.concatenate([members, sel_groups[~regular] + (g1 - 1) * size])
-    vals = s[rows, cols]  # members above t are dropped by the two tests below
+    # Member scores of the selected groups, one row per group: (groups, g1) for the regular
+    # groups, (groups, 1) for the leftover columns.  One 2-d gather, no per-member index arrays.
+    parts = []
+    for rows_, cols_ in ((sel_rows[regular], sel_groups[regular, None] + size * np.arange(g1)),
+                         (sel_rows[~regular], sel_groups[~regular, None] + (g1 - 1) * size)):
+        parts.append((rows_, cols_, s.reshape(-1).take(rows_[:, None] * n + cols_)))
     if k_recall:
-        closer = np.bincount(rows[vals < pos_min[rows]], minlength=b)
+        closer = sum(np.bincount(rows_, np.count_nonzero(v < pos_min[rows_, None], axis=1), b)
+                     for rows_, _, v in parts)
         n_closer[exact] = closer[exact]
     if not k_top:
         return n_closer, None, None
-    keep = vals <= tau[rows]
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    found = []
+    for rows_, cols_, v in parts:
+        group, member = np.nonzero(v <= tau[rows_, None])
+        found.append((rows_[group], cols_[group, member], v[group, member]))
+    rows, cols, vals = (np.concatenate(a) for a in zip(*found))
     order = np.lexsort((vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(b))[rows]
