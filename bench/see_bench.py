@@ -1,27 +1,34 @@
 """SEE timings, side by side: the vectorised expansion against the release's per-sample loop, and the
 SEE Proxy-Anchor loss against plain Proxy-Anchor.
 
-    python3 bench/see_bench.py [--reps 30]
+    python3 bench/see_bench.py [--reps 30] [--repeat 1] [--baseline REV]
 
 B=180, d=512, n_expansion=8, C=100 proxies; median of --reps runs after 3 warm-up runs, the
-contenders interleaved so that machine noise hits them alike. The release's loop is rewritten here
-from its description (SPEC section 5): for every sample, Gram-Schmidt one random vector at a time
-against [w, u1, v_2, ...], then the simplex weights times the basis; once with MXNet ops (the
-release's structure, op by op) and once with NumPy (the cheapest Python loop).
+contenders interleaved so that machine noise hits them alike; --repeat R does the whole measurement
+R times and prints the median of the R medians with the range of the ratios. The release's loop is
+rewritten here from its description (SPEC section 5): for every sample, Gram-Schmidt one random
+vector at a time against [w, u1, v_2, ...], then the simplex weights times the basis; once with
+MXNet ops (the release's structure, op by op) and once with NumPy (the cheapest Python loop).
+--baseline REV also times the SEE and Proxy-Anchor code of git revision REV, interleaved with ours.
 """
 import argparse
+import importlib
+import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from loss import ProxyAnchorLoss, SEEProxyAnchorLoss  # noqa: E402
-from loss.spherical_expansion import SphericalExpansion  # noqa: E402
+from loss.spherical_expansion import SphericalExpansion, gaussian  # noqa: E402
 
 
 def simplex_weights(n):
@@ -67,6 +74,29 @@ class MXLib:
     normal = staticmethod(lambda shape: mx.nd.random.normal(shape=shape))
 
 
+def mx_box_muller(size):
+    """Box-Muller from MXNet's uniform sampler, both outputs used: the in-graph alternative to ours."""
+    u = mx.nd.random.uniform(shape=(2, (size + 1) // 2))
+    radius = mx.nd.sqrt(-2 * mx.nd.log(1 - u[0]))
+    angle = (2 * math.pi) * u[1]
+    return mx.nd.concat(radius * mx.nd.cos(angle), radius * mx.nd.sin(angle), dim=0)
+
+
+def load_baseline(rev):
+    """The loss package's SEE and Proxy-Anchor modules at git revision rev, as a package of their own."""
+    root = tempfile.mkdtemp(prefix='see_baseline_')
+    os.mkdir(os.path.join(root, 'baseline_loss'))
+    open(os.path.join(root, 'baseline_loss', '__init__.py'), 'w').close()
+    for name in ('proxy_anchor', 'spherical_expansion', 'see_proxy_anchor'):
+        text = subprocess.run(['git', 'show', '%s:loss/%s.py' % (rev, name)], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        with open(os.path.join(root, 'baseline_loss', name + '.py'), 'w') as f:
+            f.write(text)
+    sys.path.insert(0, root)
+    return {name: importlib.import_module('baseline_loss.' + name)
+            for name in ('proxy_anchor', 'spherical_expansion', 'see_proxy_anchor')}
+
+
 def median_times(runs, reps, warmup=3):
     times = {k: [] for k in runs}
     for i in range(reps + warmup):
@@ -78,7 +108,7 @@ def median_times(runs, reps, warmup=3):
     return {k: np.median(v) * 1e3 for k, v in times.items()}
 
 
-def bench_expansion(reps, B=180, d=512, n=8):
+def bench_expansion(reps, baseline=None, rev='', B=180, d=512, n=8):
     rng = np.random.RandomState(0)
     z = rng.randn(B, d)
     z /= np.linalg.norm(z, axis=1, keepdims=True)
@@ -88,15 +118,24 @@ def bench_expansion(reps, B=180, d=512, n=8):
     block.hybridize(static_alloc=True, static_shape=True)
     zn, wn, weights = mx.nd.array(z), mx.nd.array(w), simplex_weights(n)
     weights_nd = mx.nd.array(weights)
-    template = mx.nd.zeros((B, d, n))
+    size = B * (n - 1) * d
     runs = {
         'ours': lambda: block(zn, wn).wait_to_read(),
-        'of which the Gaussian draws (B, d, n)': lambda: mx.nd.random.normal_like(template).wait_to_read(),
+        'of which the Gaussian draws (B, n-1, d): NumPy Box-Muller':
+            lambda: gaussian((B, n - 1, d)).wait_to_read(),
+        'the same draws by mx.nd.random.normal': lambda: mx.nd.random.normal(shape=(size,)).wait_to_read(),
+        'the same draws by Box-Muller from mx.nd.random.uniform': lambda: mx_box_muller(size).wait_to_read(),
         'loop, MXNet ops': lambda: loop_expansion(MXLib, zn, wn, n, weights_nd).wait_to_read(),
         'loop, NumPy': lambda: loop_expansion(NumPyLib, z, w, n, weights),
     }
+    contenders = [block(zn, wn).asnumpy(), loop_expansion(NumPyLib, z, w, n, weights)]
+    if baseline:
+        old = baseline['spherical_expansion'].SphericalExpansion(n)
+        old.hybridize(static_alloc=True, static_shape=True)
+        runs['ours at %s' % rev] = lambda: old(zn, wn).wait_to_read()
+        contenders.append(old(zn, wn).asnumpy())
     # the contenders agree on the invariants: unit points at z's cosine to w
-    for points in (block(zn, wn).asnumpy(), loop_expansion(NumPyLib, z, w, n, weights)):
+    for points in contenders:
         assert np.allclose(np.linalg.norm(points, axis=2), 1, atol=1e-5)
         assert np.allclose(np.einsum('bnd,bd->bn', points, w), np.sum(z * w, axis=1)[:, None], atol=1e-5)
     return median_times(runs, reps)
@@ -114,43 +153,71 @@ def loss_runner(block, e, y):
     return run
 
 
-def bench_losses(reps, B=180, d=512, C=100, n=8, epochs=100):
+def bench_losses(reps, baseline=None, rev='', B=180, d=512, C=100, n=8, epochs=100):
     rng = np.random.RandomState(0)
     e = mx.nd.array(rng.randn(B, d))
     y = mx.nd.array(np.repeat(rng.permutation(C)[:B // 2], 2), dtype='int32')     # 2 images per class
-    plain = ProxyAnchorLoss(C, d)
-    runs = {'PA': loss_runner(plain, e, y)}
-    blocks = [plain]
-    for epoch in (epochs // 2, epochs):                                          # t = 0.2 and 0.4
-        see = SEEProxyAnchorLoss(C, d, n_expansion=n, epochs=epochs)
-        see.set_epoch(epoch)
-        runs['SEE + PA, t=%.1f' % see.fraction] = loss_runner(see, e, y)
-        blocks.append(see)
+    versions = [('', ProxyAnchorLoss, SEEProxyAnchorLoss)]
+    if baseline:
+        versions.append((' at %s' % rev, baseline['proxy_anchor'].ProxyAnchorLoss,
+                         baseline['see_proxy_anchor'].SEEProxyAnchorLoss))
+    runs, blocks = {}, []
+    for tag, pa, see_loss in versions:
+        plain = pa(C, d)
+        runs['PA' + tag] = loss_runner(plain, e, y)
+        blocks.append(plain)
+        for epoch in (epochs // 2, epochs):                                      # t = 0.2 and 0.4
+            see = see_loss(C, d, n_expansion=n, epochs=epochs)
+            see.set_epoch(epoch)
+            runs['SEE + PA, t=%.1f%s' % (see.fraction, tag)] = loss_runner(see, e, y)
+            blocks.append(see)
     for block in blocks:
         block.initialize()
         block.hybridize(static_alloc=True, static_shape=True)
     return median_times(runs, reps)
 
 
+def ratio(rounds, name, reference, digits):
+    """The median over the rounds of time(name) / time(reference), with the range when it varies."""
+    ratios = [r[name] / r[reference] for r in rounds]
+    text = '%.*fx' % (digits, np.median(ratios))
+    if min(ratios) < max(ratios):
+        text += ' (%.*f-%.*f)' % (digits, min(ratios), digits, max(ratios))
+    return text
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--reps', type=int, default=30)
+    p.add_argument('--repeat', type=int, default=1)
+    p.add_argument('--baseline', metavar='REV', help='also time loss/ of this git revision')
     args = p.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
-    print('machine: %s, %d cores, Python %s, mxnet %s; load average %.1f' % (
-        cpu, os.cpu_count(), platform.python_version(), mx.__version__, os.getloadavg()[0]))
-    times = bench_expansion(args.reps)
-    print('\nexpansion of B=180 rows, d=512, n_expansion=8 (median of %d)\n' % args.reps)
+    print('machine: %s, %d cores, Python %s, mxnet %s, numpy %s; load average %.1f' % (
+        cpu, os.cpu_count(), platform.python_version(), mx.__version__, np.__version__, os.getloadavg()[0]))
+    rounds = [bench_expansion(args.reps, baseline, args.baseline) for _ in range(args.repeat)]
+    print('\nexpansion of B=180 rows, d=512, n_expansion=8 (median of %d, %d rounds)\n'
+          % (args.reps, args.repeat))
     print('| implementation | time (ms) | / ours |')
     print('|---|---|---|')
-    for name, ms in times.items():
-        print('| %s | %.2f | %.1fx |' % (name, ms, ms / times['ours']))
-    times = bench_losses(args.reps)
-    print('\nloss forward+backward, B=180, d=512, C=100, n_expansion=8 (median of %d)\n' % args.reps)
-    print('| loss | time (ms) | / PA |')
-    print('|---|---|---|')
-    for name, ms in times.items():
-        print('| %s | %.2f | %.2fx |' % (name, ms, ms / times['PA']))
+    for name in rounds[0]:
+        print('| %s | %.2f | %s |'
+              % (name, np.median([r[name] for r in rounds]), ratio(rounds, name, 'ours', 1)))
+    rounds = [bench_losses(args.reps, baseline, args.baseline) for _ in range(args.repeat)]
+    print('\nloss forward+backward, B=180, d=512, C=100, n_expansion=8 (median of %d, %d rounds)\n'
+          % (args.reps, args.repeat))
+    print('| loss | time (ms) | / PA of the same code |' + (' / ours |' if baseline else ''))
+    print('|---|---|---|' + ('---|' if baseline else ''))
+    tag = ' at %s' % args.baseline
+    for name in rounds[0]:
+        old = name.endswith(tag)
+        line = '| %s | %.2f | %s |' % (name, np.median([r[name] for r in rounds]),
+                                      ratio(rounds, name, 'PA' + tag if old else 'PA', 2))
+        if baseline:
+            line += ' %s |' % (ratio(rounds, name, name[:-len(tag)], 2) if old else '')
+        print(line)
+    print('load average after: %.1f' % os.getloadavg()[0])
 
 
 if __name__ == '__main__':

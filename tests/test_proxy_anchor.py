@@ -46,7 +46,7 @@ def problem(B=8, d=5, C=6, seed=0):
 
 
 @pytest.mark.parametrize('hybrid', [False, True])
-@pytest.mark.parametrize('alpha', [32.0, 4.0])
+@pytest.mark.parametrize('alpha', [32.0, 4.0, 100.0])     # 100: the shifted form
 def test_value_and_gradients_match_reference(hybrid, alpha):
     x, y, P, loss = problem(seed=int(alpha))
     loss.alpha = alpha

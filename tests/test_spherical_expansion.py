@@ -7,7 +7,7 @@ from mxnet import autograd
 from loss import LOSSES
 from loss.proxy_anchor import ProxyAnchorLoss, proxy_anchor
 from loss.see_proxy_anchor import SEEProxyAnchorLoss, selected_fraction
-from loss.spherical_expansion import SphericalExpansion
+from loss.spherical_expansion import SphericalExpansion, gaussian
 
 
 def unit_rows(rng, B, d):
@@ -46,6 +46,57 @@ def test_points_form_a_simplex_around_the_proxy(n, dtype, hybrid):
     np.testing.assert_allclose((z + x.sum(axis=1)) / (n + 1), M, atol=1e-5)
 
 
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_gaussian_draws_are_standard_normal_and_follow_np_random_seed(dtype):
+    from scipy.stats import kstest
+    np.random.seed(3)
+    g = gaussian((101, 3, 33), dtype)                         # an odd count: the last pair is cut
+    assert g.shape == (101, 3, 33) and g.dtype == dtype
+    g = g.asnumpy().ravel()
+    assert kstest(g, 'norm').pvalue > 1e-3
+    half = (g.size + 1) // 2                                  # Box-Muller's two halves are independent
+    assert abs(np.corrcoef(g[:half - 1], g[half:])[0, 1]) < 0.03
+    np.random.seed(3)
+    np.testing.assert_array_equal(gaussian((101, 3, 33), dtype).asnumpy().ravel(), g)
+
+
+def spec_expansion(rng, z, w, n):
+    """SPEC section 5 as written, in NumPy: n Gaussian directions Gram-Schmidt'ed against w, u1 and
+    each other, the simplex from their mean, x_j = M + |r| s_j."""
+    M = np.sum(z * w, axis=1, keepdims=True) * w
+    r = z - M
+    r_norm = np.linalg.norm(r, axis=1, keepdims=True)
+    basis = [w, r / r_norm]
+    for _ in range(n):
+        g = rng.randn(*z.shape)
+        for b in basis:
+            g -= np.sum(g * b, axis=1, keepdims=True) * b
+        basis.append(g / np.linalg.norm(g, axis=1, keepdims=True))
+    v = np.stack(basis[2:], axis=1)                                                      # (B, n, d)
+    s = -basis[1][:, None] / n + np.sqrt((n + 1) / n) * (v - v.mean(axis=1, keepdims=True))
+    return M[:, None] + r_norm[:, None] * s
+
+
+@pytest.mark.parametrize('n', [2, 4])
+def test_points_have_the_distribution_of_the_spec_construction(n):
+    """Ours draws n - 1 directions where the SPEC draws n (module docstring): the points' coordinates
+    off the {w, u1} plane, one at a time and in pairs, are distributed alike (two-sample KS)."""
+    from scipy.stats import ks_2samp
+    rng = np.random.RandomState(0)
+    B, d = 20000, 7
+    z, w = np.repeat(unit_rows(rng, 1, d), B, 0), np.repeat(unit_rows(rng, 1, d), B, 0)
+    np.random.seed(0)
+    ours, spec = expand(z, w, n), spec_expansion(rng, z, w, n)
+    # two fixed orthonormal directions orthogonal to w and z, and the points' coordinates along them
+    e = np.linalg.qr(np.concatenate([w[:1], z[:1], rng.randn(2, d)]).T)[0][:, 2:]         # (d, 2)
+    a, b = ours @ e, spec @ e                                                              # (B, n, 2)
+    for j in range(n):
+        assert ks_2samp(a[:, j, 0], b[:, j, 0]).pvalue > 1e-3
+    for stat in (lambda c: c[:, 0, 0] * c[:, -1, 1], lambda c: c[:, 0, 0] * c[:, -1, 0],
+                 lambda c: c[:, 0, 1] * c[:, 1, 1]):
+        assert ks_2samp(stat(a), stat(b)).pvalue > 1e-3
+
+
 @pytest.mark.parametrize('offset', [0.0, 1e-9, 1e-4])
 @pytest.mark.parametrize('sign', [1, -1])
 def test_z_parallel_to_w_stays_finite(offset, sign):
@@ -79,6 +130,8 @@ def test_embeddings_too_narrow_for_n_directions():
     z = mx.nd.ones((2, 9)) / 3
     with pytest.raises(ValueError, match='at least 10 dimensions'):
         SphericalExpansion(8)(z, z)
+    with pytest.raises(ValueError, match='n_expansion <= embed_dim - 2'):
+        SEEProxyAnchorLoss(5, 9, n_expansion=8)
 
 
 def test_selection_schedule():
@@ -132,22 +185,25 @@ def test_synthetic_term_trains_the_proxies_only(hybrid):
             assert value > pa_value and not np.allclose(grad_p, pa_p)
 
 
+@pytest.mark.parametrize('n', [1, 3, 6])                          # 6: d = n + 2, the narrowest
 @pytest.mark.parametrize('hybrid', [False, True])
-def test_value_is_pa_plus_lambda_pa_of_the_top_rows_points(hybrid):
-    e, y, see = see_problem(seed=2, hybrid=hybrid)
+def test_value_is_pa_plus_lambda_pa_of_the_top_rows_points(hybrid, n):
+    e, y, see = see_problem(seed=2, n=n, hybrid=hybrid)
     see.set_epoch(10)                                         # t = 0.4: k = 5 of 12
-    mx.random.seed(7)
+    np.random.seed(7)
     value = see(e, y).asscalar()
-    mx.random.seed(7)                                         # the same random directions again
+    np.random.seed(7)                                         # the same random directions again
     P, labels = see.proxies.data(), y.astype('float64')
     z = mx.nd.L2Normalization(e)
     w = mx.nd.L2Normalization(P).take(labels)
     cos = np.sum(z.asnumpy() * w.asnumpy(), axis=1)
     top = mx.nd.array(np.argsort(-cos)[:5], dtype='float64')
-    points = SphericalExpansion(3)(z.take(top), w.take(top)).reshape((-3, 0))
+    points = SphericalExpansion(n)(z.take(top), w.take(top)).reshape((-3, 0))
     expected = (proxy_anchor(mx.nd, e, labels, P, 32, 0.1, 5)
-                + 0.2 * proxy_anchor(mx.nd, points, mx.nd.repeat(labels.take(top), 3), P, 32, 0.1, 5))
-    assert value == pytest.approx(expected.asscalar(), rel=1e-12)
+                + 0.2 * proxy_anchor(mx.nd, points, mx.nd.repeat(labels.take(top), n), P, 32, 0.1, 5))
+    # the loss takes the unit points' cosines as they are; proxy_anchor() renormalises the points, and
+    # L2Normalization's eps scales them by 1 - 5e-11
+    assert value == pytest.approx(expected.asscalar(), rel=1e-9)
 
 
 def test_short_training_run_lowers_the_loss():
