@@ -12,10 +12,12 @@ MXNet ops (the release's structure, op by op) and once with NumPy (the cheapest 
 --baseline REV also times the SEE and Proxy-Anchor code of git revision REV, interleaved with ours.
 """
 import argparse
+import atexit
 import importlib
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +87,7 @@ def mx_box_muller(size):
 def load_baseline(rev):
     """The loss package's SEE and Proxy-Anchor modules at git revision rev, as a package of their own."""
     root = tempfile.mkdtemp(prefix='see_baseline_')
+    atexit.register(shutil.rmtree, root, True)
     os.mkdir(os.path.join(root, 'baseline_loss'))
     open(os.path.join(root, 'baseline_loss', '__init__.py'), 'w').close()
     for name in ('proxy_anchor', 'spherical_expansion', 'see_proxy_anchor'):
