@@ -160,8 +160,9 @@ def test_each_pair_loss_trains_from_main(tmp_path, name):
 @pytest.mark.parametrize('name', ['proxy_anchor', 'see_proxy_anchor'])
 def test_proxy_losses_train_from_main(tmp_path, name):
     flags = ['--loss', name, '--optim', 'adamw', '--lr', '1e-3', '--epochs', '8', '--eval_epoch_term', '8',
-             '--batch_size', '10', '--num_instances', '2', '--max_thresh', '0.5', '--n_expansion', '4',
-             '--pooling', 'avg+max', '--save_dir', str(tmp_path)]
+             '--batch_size', '10', '--num_instances', '2', '--n_expansion', '4',
+             # a constant expanded fraction: the SEE total grows with it by design
+             '--max_thresh', '0.5', '--min_thresh', '0.5', '--pooling', 'avg+max', '--save_dir', str(tmp_path)]
     assert main.main(flags) == 0
     losses = [v for _, v in read_scalars(str(tmp_path))['loss']]
     assert len(losses) == 8 and all(np.isfinite(losses))
