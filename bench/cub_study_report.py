@@ -41,6 +41,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('runs', nargs='?', default='runs/cub_study')
     p.add_argument('--plot', default=None, help='write the figure here (PNG)')
+    p.add_argument('--title', default='HPHN triplet', help='the loss, for the figure title')
     args = p.parse_args()
     runs = [chosen(d) for d in sorted(glob.glob(os.path.join(args.runs, 'n*_seed*')))]
     print('| n_inner_pts | seed | chosen epoch | ' + ' | '.join(m for m, _ in METRICS) + ' |')
@@ -77,7 +78,7 @@ def main():
             ax.set_ylabel('R@1 (%)')
             ax.grid(alpha=0.3)
             ax.legend()
-        fig.suptitle('HPHN triplet on the CUB subset, 64 px, random init: without and with EE')
+        fig.suptitle('%s on the CUB subset, 64 px, random init: without and with EE' % args.title)
         fig.tight_layout()
         fig.savefig(args.plot)
         print('\nfigure: %s' % args.plot)
