@@ -56,11 +56,25 @@ def test_official_spellings_and_digits_defaults():
     assert args.lr_decay_epochs == [10, 20, 40, 80] and args.recallk == [1, 2, 4, 8]
 
 
-def run_cli(*flags, cwd=REPO):
-    """main.py in a subprocess: (exit status, stderr lines)."""
-    proc = subprocess.run([sys.executable, 'main.py', *flags], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
-    return proc.returncode, [l for l in proc.stderr.splitlines() if l.strip()]
+def run_cli(capsys, *flags):
+    """main.main in this process, as ``python3 main.py FLAGS`` runs it: (exit status, stderr lines).
+    In-process because a fresh interpreter costs 1.5 s of imports per case;
+    test_error_is_one_line_in_a_fresh_process covers what only a new process shows."""
+    capsys.readouterr()
+    try:
+        status = main.main(list(flags))
+    except SystemExit as exc:                     # argparse's own errors
+        status = exc.code
+    return status, [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+
+
+def test_error_is_one_line_in_a_fresh_process(tmp_path):
+    """Nothing that importing mxnet, gluoncv or our modules prints may join the one line."""
+    proc = subprocess.run([sys.executable, 'main.py', '--data_name', 'cars196', '--data_dir', '/nonexistent/cars',
+                           '--save_dir', str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    err = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2
+    assert len(err) == 1 and err[0].startswith('error: ') and '/nonexistent/cars' in err[0], err
 
 
 @pytest.mark.parametrize('flags,expected', [
@@ -72,32 +86,32 @@ def run_cli(*flags, cwd=REPO):
     (['--save_dir', '/proc/nope'], '--save_dir'),
     (['--gpu_idx', '0'], '--gpu_idx'),
 ])
-def test_bad_input_is_one_line(tmp_path, flags, expected):
+def test_bad_input_is_one_line(tmp_path, capsys, flags, expected):
     if '--save_dir' not in flags:
         flags = flags + ['--save_dir', str(tmp_path)]
-    status, err = run_cli(*flags)
+    status, err = run_cli(capsys, *flags)
     assert status == 2
     assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
 
 
-def test_malformed_cars_annos_is_named(tmp_path):
+def test_malformed_cars_annos_is_named(tmp_path, capsys):
     (tmp_path / 'car_ims').mkdir()
     scipy.io.savemat(str(tmp_path / 'cars_annos.mat'), {'something_else': np.zeros(3)})
-    status, err = run_cli('--data_name', 'cars196', '--data_dir', str(tmp_path), '--save_dir', str(tmp_path / 'out'))
+    status, err = run_cli(capsys, '--data_name', 'cars196', '--data_dir', str(tmp_path), '--save_dir', str(tmp_path / 'out'))
     assert status == 2 and len(err) == 1 and 'cars_annos.mat' in err[0], err
 
 
-def test_bad_recallk_is_refused_by_the_parser():
-    status, err = run_cli('--recallk', '1,0')
+def test_bad_recallk_is_refused_by_the_parser(capsys):
+    status, err = run_cli(capsys, '--recallk', '1,0')
     assert status == 2 and '--recallk' in err[-1]
 
 
-def test_config_file_with_command_line_override(tmp_path):
+def test_config_file_with_command_line_override(tmp_path, capsys):
     config = tmp_path / 'row.txt'
     config.write_text('# a paper row\n--data_name=cars196\n--n_inner_pts=0   # baseline\n--lr 0.0002\n')
     args = main.parse_args(['--config', str(config), '--lr', '0.5'])
     assert args.data_name == 'cars196' and args.n_inner_pts == 0 and args.lr == 0.5 and args.image_size == 227
-    status, err = run_cli('--config', str(tmp_path / 'missing.txt'))
+    status, err = run_cli(capsys, '--config', str(tmp_path / 'missing.txt'))
     assert status == 2 and 'missing.txt' in err[-1]
 
 
