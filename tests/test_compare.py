@@ -57,6 +57,7 @@ def fake_csv(tmp_path, rows):
     return str(path)
 
 
+@pytest.mark.slow
 def test_table_shows_what_main_logged(runs, capsys):
     assert compare.main([runs['baseline'], runs['ee']]) == 0     # no paper value for digits: no check
     out = capsys.readouterr().out
@@ -72,6 +73,7 @@ def test_table_shows_what_main_logged(runs, capsys):
                 '%.2f' % (100 * at_selected)]
 
 
+@pytest.mark.slow
 def test_plot_is_a_png(runs, tmp_path):
     out = tmp_path / 'r1.png'
     assert compare.main([runs['baseline'], runs['ee'], '--plot', str(out)]) == 0
@@ -81,6 +83,7 @@ def test_plot_is_a_png(runs, tmp_path):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+@pytest.mark.slow
 def test_exit_status_follows_the_tolerance(runs, tmp_path, capsys):
     best = 100 * logged(runs['ee'])[1]
     paper = fake_csv(tmp_path, [('digits', 'ee_hphn_triplet', 'R@1', '%.1f' % (best + 0.55))])  # 0.5-0.6 above
@@ -92,6 +95,7 @@ def test_exit_status_follows_the_tolerance(runs, tmp_path, capsys):
     assert 'FAIL' in out and table_row(out, runs['ee'], 'R@1')[6] == '%.1f' % (best + 0.55)
 
 
+@pytest.mark.slow
 def test_paper_row_inferred_from_saved_args(runs, tmp_path, capsys):
     """Without --paper each run finds its own row: EE on -> ee_<loss>, off -> <loss>."""
     paper = fake_csv(tmp_path, [('digits', 'ee_hphn_triplet', 'R@1', '100'),
@@ -112,6 +116,7 @@ def test_resumed_run_keeps_the_last_value_of_an_epoch(tmp_path):
     assert curve[2][1] == pytest.approx(0.65) and compare.summarize(curve).best_epoch == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make_flags,expected', [
     (lambda runs, empty: [empty], 'no mxboard event files'),
     (lambda runs, empty: [empty + '/missing'], 'does not exist'),

@@ -33,6 +33,7 @@ def test_digits_run_logs_saves_and_lowers_the_loss(tmp_path, capsys):
     assert not glob.glob(str(tmp_path / '*.tmp-*'))
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(tmp_path):
     runs = []
     for name in ('a', 'b'):
@@ -125,6 +126,7 @@ def test_saved_args_repeat_the_run(tmp_path):
         {k: v for k, v in vars(first).items() if k != 'config'}
 
 
+@pytest.mark.slow
 def test_validation_split_chooses_the_epoch_and_embeddings_match_the_cli(tmp_path):
     flags = ['--val_class_ratio', '0.4', '--batch_size', '24', '--num_instances', '8', '--epochs', '6',
              '--eval_epoch_term', '2', '--eval_metrics', 'recall,map_at_r,nmi', '--save_embeddings',
@@ -149,6 +151,7 @@ def test_validation_split_chooses_the_epoch_and_embeddings_match_the_cli(tmp_pat
     assert cli['NMI'] == pytest.approx(dict(s['metric_epoch/NMI'])[best_epoch], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_inshop_evaluates_queries_against_the_gallery(tmp_path, capsys):
     from tests.test_datasets import write_inshop
     root = tmp_path / 'inshop'
@@ -161,6 +164,7 @@ def test_inshop_evaluates_queries_against_the_gallery(tmp_path, capsys):
     assert 'query' in out and 'gallery' in out and '[epoch 1] R@1' in out and 'NMI' not in out.split('[epoch 1]')[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['triplet', 'lifted', 'npair', 'ms'])
 def test_each_pair_loss_trains_from_main(tmp_path, name):
     flags = ['--loss', name, '--epochs', '6', '--eval_epoch_term', '6', '--batch_size', '40', '--num_instances', '8',
@@ -171,6 +175,7 @@ def test_each_pair_loss_trains_from_main(tmp_path, name):
     assert np.mean(losses[-3:]) < losses[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['proxy_anchor', 'see_proxy_anchor'])
 def test_proxy_losses_train_from_main(tmp_path, name):
     flags = ['--loss', name, '--optim', 'adamw', '--lr', '1e-3', '--epochs', '8', '--eval_epoch_term', '8',

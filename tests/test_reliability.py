@@ -26,6 +26,7 @@ def losses_of(save_dir):
     return dict(read_scalars(save_dir)['loss'])
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_exactly(tmp_path):
     whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
     assert main.main(SMALL + ['--epochs', '6', '--save_dir', whole]) == 0
@@ -37,6 +38,7 @@ def test_resumed_run_continues_exactly(tmp_path):
     assert [os.path.basename(p) for p in Checkpointer(parts).paths()] == ['epoch_00004', 'epoch_00006']
 
 
+@pytest.mark.slow
 def test_resume_from_a_chosen_epoch_and_bad_resume_paths(tmp_path, capsys):
     run = str(tmp_path / 'run')
     main.main(SMALL + ['--epochs', '4', '--save_dir', run, '--keep_checkpoints', '5'])
