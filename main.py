@@ -73,6 +73,10 @@ def build_parser():
     a('--n_inner_pts', default=2, type=int, help='synthetic points per pair (Embedding Expansion); 0: no EE')
     a('--ee_l2norm', default=True, type=str2bool, help='L2-normalise the synthetic points')
     a('--margin', default=1e-5, type=float, help='triplet margin (hphn_triplet and triplet)')
+    a('--ee_negative_grad', default='release', choices=('release', 'exact'),
+      help='hphn_triplet with EE: release doubles the gradient of d_an when the hardest negative is a '
+           'synthetic point, as the official code does (it stores every synthetic point twice); exact: '
+           'the derivative of the loss as written. Values are the same')
     a('--soft_margin', default=False, type=str2bool,
       help='log(1 + exp(d_ap - d_an)) instead of the hinge (the official main.py ignored this flag)')
     a('--lifted_margin', default=1.0, type=float, help='lifted structure margin')
@@ -252,7 +256,7 @@ def build_loss(args, num_classes):
                                  min_thresh=args.min_thresh, epochs=args.epochs, **proxies)
     ee = dict(n_inner_pts=args.n_inner_pts, l2_norm=args.ee_l2norm, num_instances=args.num_instances)
     own = {
-        'hphn_triplet': dict(margin=args.margin, soft_margin=args.soft_margin),
+        'hphn_triplet': dict(margin=args.margin, soft_margin=args.soft_margin, negative_grad=args.ee_negative_grad),
         'triplet': dict(margin=args.margin),
         'lifted': dict(margin=args.lifted_margin),
         'npair': dict(l2_reg=args.npair_l2_reg),
@@ -279,12 +283,17 @@ def extract_embeddings(net, loader, ctx):
 QUERY_GALLERY_METRICS = ('recall', 'map_at_r', 'r_precision')
 
 
+# TensorBoard tag of the share of mined negatives that come from a synthetic point
+SYNTHETIC_TAG = 'ee/synthetic_negative_fraction'
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
 def train_step(net, loss_fn, trainer, images, labels, ctx):
-    """One optimisation step; returns the mean per-anchor loss (float).
+    """One optimisation step; returns (the mean per-anchor loss (float), the batch's embeddings
+    (B, embed_dim) on ctx[0], labels (B,) on ctx[0]).
 
     The batch is split over ``ctx``; the embeddings are gathered on ctx[0] so that the loss (and
     its mining) sees the whole batch as on one device, whatever the number of devices.
@@ -295,7 +304,8 @@ def train_step(net, loss_fn, trainer, images, labels, ctx):
     with autograd.record():
         parts = [net(x) for x in data]
         embeddings = mx.nd.concat(*[e.as_in_context(ctx[0]) for e in parts], dim=0) if len(parts) > 1 else parts[0]
-        loss = loss_fn(embeddings, labels.as_in_context(ctx[0]))
+        labels = labels.as_in_context(ctx[0])
+        loss = loss_fn(embeddings, labels)
         # The loss runs on ctx[0]; its parameters' copies elsewhere get a zero gradient, so that
         # the kvstore sums fresh gradients and updates every copy alike.
         for p in loss_fn.collect_params().values():
@@ -304,7 +314,7 @@ def train_step(net, loss_fn, trainer, images, labels, ctx):
     # As the release: back-propagate the per-anchor vector (its sum) and step(1).
     loss.backward()
     trainer.step(1)
-    return loss.mean().asscalar()
+    return loss.mean().asscalar(), embeddings, labels
 
 
 def evaluate_net(net, loaders, ctx, args, split='test'):
@@ -340,6 +350,7 @@ def train(args):
     from tqdm import tqdm
 
     from data import EvalSet, build_split_loaders
+    from loss.pair_loss import PairLoss
     from model import get_model
     from utils.checkpoint import Checkpointer, save_parameters_atomic
     from utils.devices import create_kvstore, parse_contexts
@@ -402,7 +413,9 @@ def train(args):
             print('no checkpoint in %s: starting afresh' % checkpoints.root)
     summary = Summary(args.save_dir) if chief else None
 
-    loss_value = float('nan')
+    loss_value, synthetic = float('nan'), None
+    # what EE does: how often the mined negative comes from a synthetic point (README, Logs)
+    measure_synthetic = isinstance(loss_fn, PairLoss) and loss_fn.expansion.n_inner_pts > 0
     epochs = tqdm(range(start_epoch, args.epochs), desc='epochs', file=sys.stdout, dynamic_ncols=True,
                   initial=start_epoch, total=args.epochs, disable=not chief)
     trunk_grad_req = {p.name: p.grad_req for p in net.backbone.collect_params().values()}
@@ -414,7 +427,7 @@ def train(args):
                 p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
         for i, (images, labels) in enumerate(train_loader):
             trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
-            loss_value = train_step(net, loss_fn, trainer, images, labels, ctx)
+            loss_value, embeddings, labels = train_step(net, loss_fn, trainer, images, labels, ctx)
             global_step = epoch * steps_per_epoch + i + 1
             if not np.isfinite(loss_value):
                 last = checkpoints.latest()
@@ -425,11 +438,17 @@ def train(args):
             if chief and i % args.summary_step == 0:
                 summary.scalar('lr', trainer.learning_rate, global_step)
                 summary.scalar('loss', loss_value, global_step)
+                if measure_synthetic:
+                    synthetic = loss_fn.synthetic_negative_fraction(embeddings, labels)
+                    summary.scalar(SYNTHETIC_TAG, synthetic, global_step)
         if not chief:
             continue
         summary.scalar('lr_epoch', trainer.learning_rate, epoch + 1)
         summary.scalar('loss_epoch', loss_value, epoch + 1)
-        epochs.set_postfix(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
+        postfix = dict(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
+        if synthetic is not None:
+            postfix['synthetic'] = '%.2f' % synthetic
+        epochs.set_postfix(**postfix)
         last = epoch + 1 == args.epochs
         if (epoch + 1) % args.eval_epoch_term == 0 or last:
             metrics, embeddings = evaluate_net(net, loaders, ctx, args)

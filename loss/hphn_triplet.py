@@ -1,15 +1,17 @@
 """Triplet loss with the hardest positive and the hardest negative pair (HPHN): SPEC section 2."""
 import mxnet as mx
-from mxnet.gluon.loss import Loss, _apply_weighting
+from mxnet.gluon.loss import _apply_weighting
 
-from .embedding_expansion import EmbeddingExpansion, check_pairs
-from .mining import hard_max, hard_min, label_masks, mined_distances
+from .mining import hard_max, hard_min, label_masks, mined_distances, mined_distances_by_source
+from .pair_loss import PairLoss, share
 
 # Stands in for "no negative": an anchor whose batch holds no other class contributes 0.
 NO_NEGATIVE = 1e12
 
+NEGATIVE_GRADS = ('release', 'exact')
 
-class HPHNTripletLoss(Loss):
+
+class HPHNTripletLoss(PairLoss):
     """``loss(embeddings (B, d), labels (B,)) -> (B,)``, the loss of every original anchor i:
 
         d_ap(i) = max_{j < B, y_j = y_i} D(e_i, e_j)                      hardest positive, originals
@@ -19,34 +21,53 @@ class HPHNTripletLoss(Loss):
     where b runs over the originals and the n = ``n_inner_pts`` synthetic points of every row
     (EmbeddingExpansion, ``l2_norm`` normalising them). Gradients flow through the synthetic points.
     ``num_instances`` is the sampler's images per class; with EE it must be even.
+
+    ``negative_grad`` (values are the same either way):
+      'release' (default): the gradient of d_an(i) is doubled whenever the hardest negative point b
+          is synthetic. The official release stores every synthetic point twice
+          (s_k(j) = s_{n+1-k}(p(j)), bit-identical) and its reduce-min sends the gradient to both
+          copies; its published numbers were trained so (docs/losses.md, "Release gradient").
+      'exact': the derivative of the loss as written: one copy.
     """
 
-    def __init__(self, margin=0.2, soft_margin=False, weight=None, batch_axis=0, num_instances=2,
-                 n_inner_pts=0, l2_norm=True, **kwargs):
-        super().__init__(weight, batch_axis, **kwargs)
-        if n_inner_pts > 0 and num_instances % 2:
-            raise ValueError('Embedding Expansion pairs consecutive images of a class: num_instances must '
-                             'be even when n_inner_pts > 0, got %d' % num_instances)
+    def __init__(self, margin=0.2, soft_margin=False, negative_grad='release', **kwargs):
+        super().__init__(**kwargs)
+        if negative_grad not in NEGATIVE_GRADS:
+            raise ValueError('negative_grad must be one of %s, got %r' % (', '.join(NEGATIVE_GRADS), negative_grad))
         self.margin = margin
         self.soft_margin = soft_margin
-        self.num_instances = num_instances
-        with self.name_scope():
-            self.expansion = EmbeddingExpansion(n_inner_pts, l2_norm)
+        self.negative_grad = negative_grad
 
-    def forward(self, embeddings, labels):
-        if isinstance(labels, mx.nd.NDArray):
-            check_pairs(labels, self.expansion.n_inner_pts)
-            # the label masks multiply distances: one dtype for both (loaders give int32 labels)
-            labels = labels.astype(embeddings.dtype, copy=False)
-        return super().forward(embeddings, labels)
+    def _hardest(self, F, embeddings, labels):
+        """(d_ap, d_an, synthetic), each (B,): synthetic is 1 where b of the hardest pair is synthetic."""
+        same, _ = label_masks(F, labels)
+        if self.expansion.n_inner_pts == 0:
+            dist, _ = mined_distances(F, self.expansion, embeddings)
+            d_an = hard_min(F, F.where(same, F.ones_like(dist) * NO_NEGATIVE, dist))
+            return hard_max(F, dist * same), d_an, F.zeros_like(d_an)
+        dist, from_original, from_synthetic = mined_distances_by_source(F, self.expansion, embeddings)
+        no_negative = F.ones_like(dist) * NO_NEGATIVE
+        d_original = hard_min(F, F.where(same, no_negative, from_original))
+        d_synthetic = hard_min(F, F.where(same, no_negative, from_synthetic))
+        synthetic = F.broadcast_lesser(d_synthetic, d_original)
+        if self.negative_grad == 'release':
+            d_synthetic = 2 * d_synthetic - F.BlockGrad(d_synthetic)     # same value, twice the gradient
+        return hard_max(F, dist * same), F.where(synthetic, d_synthetic, d_original), synthetic
 
     def hybrid_forward(self, F, embeddings, labels):
-        dist, mined = mined_distances(F, self.expansion, embeddings)
-        same, _ = label_masks(F, labels)
-        d_ap = hard_max(F, dist * same)
-        d_an = hard_min(F, F.where(same, F.ones_like(mined) * NO_NEGATIVE, mined))
+        d_ap, d_an, _ = self._hardest(F, embeddings, labels)
         if self.soft_margin:
             loss = F.Activation(d_ap - d_an, act_type='softrelu')   # log(1 + exp(x)), overflow-safe
         else:
             loss = F.relu(d_ap - d_an + self.margin)
         return _apply_weighting(F, loss, self._weight, None)
+
+    def synthetic_negative_fraction(self, embeddings, labels):
+        """Share of the anchors with a negative whose hardest negative point b is synthetic; None
+        without EE. embeddings (B, d), labels (B,) NDArrays; no gradient."""
+        if self.expansion.n_inner_pts == 0:
+            return None
+        labels = labels.astype(embeddings.dtype, copy=False)
+        _, d_an, synthetic = self._hardest(mx.nd, embeddings.detach(), labels)
+        has_negative = d_an < NO_NEGATIVE / 2
+        return share(synthetic, has_negative)

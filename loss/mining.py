@@ -48,11 +48,14 @@ def hard_max(F, x, axis=1):
 
 
 def _mine(F, expansion, gram, pick, scale=1.0):
-    """pick over all group pairs (k, l) of ``scale * x_k(i).x_l(j) + sq_k[i] + sq_l[j]`` (B, B).
+    """pick over group pairs (k, l) of ``scale * x_k(i).x_l(j) + sq_k[i] + sq_l[j]``, split by the
+    source of b = x_l(j): returns (from_original, from_synthetic), each (B, B), the pick over the
+    blocks l = 0 and over the blocks l >= 1 (then pick(from_original, from_synthetic) is the whole).
 
     pick is F.minimum or F.maximum; ``scale`` = -2 with the squared norms gives D^2, ``scale`` = 1 and
     no norms the inner products. ``gram`` is the originals' E E^T (B, B).
     """
+    with_norms = scale != 1.0
     g_pe = partner(F, gram)               # e[p(i)] . e[j]
     # norms and pair products from the Gram matrix: reductions over d are slow in MXNet
     factors = expansion.factors(F, F.diag(gram), F.diag(g_pe))
@@ -65,21 +68,39 @@ def _mine(F, expansion, gram, pick, scale=1.0):
         a_l, b_l = outer(F, ones, a_l), outer(F, ones, b_l)
         cols.append(gram * a_l + g_ep * b_l)
         pcols.append(g_pe * a_l + g_pp * b_l)
-    # Block (l, k) is block (k, l) transposed: mine k <= l, then fold in the transpose of k < l.
-    diag, upper = [], []
+    # Block (l, k) is block (k, l) transposed: compute k <= l only, transpose where needed.
+    block = {}
     for k, (a_k, b_k, sq_k) in enumerate(factors):
         if k:
             a_k, b_k = outer(F, scale * a_k, ones), outer(F, scale * b_k, ones)
         for l in range(k, len(factors)):
             if k == 0:
-                g = cols[l] if scale == 1.0 else scale * cols[l]
+                g = scale * cols[l] if with_norms else cols[l]
             else:
                 g = a_k * cols[l] + b_k * pcols[l]
-            if scale != 1.0:
+            if with_norms:
                 g = g + outer_sum(F, sq_k, factors[l][2])
-            (diag if k == l else upper).append(g)
-    upper = reduce(pick, upper)
-    return pick(reduce(pick, diag + [upper]), F.transpose(upper))
+            block[k, l] = g
+    n = expansion.n_inner_pts
+    # b original: blocks (k, 0) = (0, k) transposed
+    from_original = pick(block[0, 0], F.transpose(reduce(pick, [block[0, l] for l in range(1, n + 1)])))
+    # b synthetic: blocks (k, l), l >= 1, as computed for k <= l, transposed for 1 <= l < k
+    from_synthetic = reduce(pick, [block[k, l] for k in range(n + 1) for l in range(max(k, 1), n + 1)])
+    if n > 1:
+        lower = reduce(pick, [block[k, l] for k in range(1, n + 1) for l in range(k + 1, n + 1)])
+        from_synthetic = pick(from_synthetic, F.transpose(lower))
+    return from_original, from_synthetic
+
+
+def _originals(F, embeddings):
+    """(E E^T, D) of the originals, each (B, B)."""
+    gram = F.dot(embeddings, embeddings, transpose_b=True)
+    sq = F.diag(gram)                     # |e_i|^2, without a slow reduction over d
+    return gram, euclidean(F, sq, sq, gram)
+
+
+def _distance(F, d2):
+    return F.sqrt(F.clip(d2, CLIP_MIN, CLIP_MAX))
 
 
 def mined_distances(F, expansion, embeddings):
@@ -87,14 +108,21 @@ def mined_distances(F, expansion, embeddings):
 
     embeddings: (B, d) originals e; expansion: an EmbeddingExpansion (its n_inner_pts and l2_norm).
     """
-    gram = F.dot(embeddings, embeddings, transpose_b=True)
-    sq = F.diag(gram)                     # |e_i|^2, without a slow reduction over d
-    dist = euclidean(F, sq, sq, gram)
+    gram, dist = _originals(F, embeddings)
     if expansion.n_inner_pts == 0:
         return dist, dist
     # sqrt and clip are monotone: the min of D is D of the min of D^2
-    d2 = _mine(F, expansion, gram, F.minimum, scale=-2.0)
-    return dist, F.sqrt(F.clip(d2, CLIP_MIN, CLIP_MAX))
+    return dist, _distance(F, F.minimum(*_mine(F, expansion, gram, F.minimum, scale=-2.0)))
+
+
+def mined_distances_by_source(F, expansion, embeddings):
+    """(D, Dn_original, Dn_synthetic), each (B, B): as mined_distances, with Dn split by the source
+    of the point b of G(j) in the closest pair: an original (b = e[j]) or a synthetic point; Dn is
+    their minimum. Needs n_inner_pts >= 1.
+    """
+    gram, dist = _originals(F, embeddings)
+    from_original, from_synthetic = _mine(F, expansion, gram, F.minimum, scale=-2.0)
+    return dist, _distance(F, from_original), _distance(F, from_synthetic)
 
 
 def mined_similarities(F, expansion, embeddings):
@@ -102,7 +130,7 @@ def mined_similarities(F, expansion, embeddings):
     gram = F.dot(embeddings, embeddings, transpose_b=True)
     if expansion.n_inner_pts == 0:
         return gram, gram
-    return gram, _mine(F, expansion, gram, F.maximum)
+    return gram, F.maximum(*_mine(F, expansion, gram, F.maximum))
 
 
 def label_masks(F, labels):

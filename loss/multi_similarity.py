@@ -20,6 +20,8 @@ class MultiSimilarityLoss(PairLoss):
     both empty contributes log 1 = 0.
     """
 
+    mines = 'similarities'
+
     def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, **kwargs):
         super().__init__(**kwargs)
         self.alpha, self.beta, self.base, self.epsilon = alpha, beta, base, epsilon

@@ -25,6 +25,7 @@ class NPairLoss(PairLoss):
     L2-normalised ones the penalty is the constant 0.002 and passes no gradient.
     """
 
+    mines = 'similarities'
     always_paired = 'The N-pair loss'
 
     def __init__(self, l2_reg=0.002, **kwargs):

@@ -3,6 +3,13 @@ import mxnet as mx
 from mxnet.gluon.loss import Loss
 
 from .embedding_expansion import EmbeddingExpansion, check_pairs
+from .mining import label_masks, mined_distances, mined_similarities
+
+
+def share(flags, valid):
+    """sum(flags * valid) / sum(valid) as a float (0 when nothing is valid); NDArrays of one shape."""
+    count = float(valid.sum().asscalar())
+    return float((flags * valid).sum().asscalar()) / count if count else 0.0
 
 
 class PairLoss(Loss):
@@ -15,6 +22,8 @@ class PairLoss(Loss):
 
     # name of a loss that pairs rows 2k, 2k+1 even without EE (N-pair), for the error messages
     always_paired = None
+    # which mined matrix the negative terms read: 'distances' (Dn) or 'similarities' (Sn)
+    mines = 'distances'
 
     def __init__(self, num_instances=2, n_inner_pts=0, l2_norm=True, weight=None, batch_axis=0, **kwargs):
         super().__init__(weight, batch_axis, **kwargs)
@@ -38,3 +47,17 @@ class PairLoss(Loss):
             # the label masks multiply distances: one dtype for both (loaders give int32 labels)
             labels = labels.astype(embeddings.dtype, copy=False)
         return super().forward(embeddings, labels)
+
+    def synthetic_negative_fraction(self, embeddings, labels):
+        """Share of the negative pairs (i, j), y_i != y_j, whose mined value comes from a pair with a
+        synthetic point (Dn < D, or Sn > S); None without EE. embeddings (B, d), labels (B,)
+        NDArrays; no gradient."""
+        if self.expansion.n_inner_pts == 0:
+            return None
+        embeddings = embeddings.detach()
+        _, negative = label_masks(mx.nd, labels.astype(embeddings.dtype, copy=False))
+        if self.mines == 'similarities':
+            sim, mined = mined_similarities(mx.nd, self.expansion, embeddings)
+            return share(mined > sim, negative)
+        dist, mined = mined_distances(mx.nd, self.expansion, embeddings)
+        return share(mined < dist, negative)

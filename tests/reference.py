@@ -57,6 +57,56 @@ def hphn_loss(e, y, n, margin=0.2, soft_margin=False, l2_norm=True):
     return np.array(losses)
 
 
+def hphn_release(e, y, n, margin=0.2, soft_margin=False, l2_norm=True):
+    """The release's formulation of SPEC section 2 with its gradient: (loss (B,), d sum(loss) / d e).
+
+    Explicit (n+1)B points, every synthetic point standing twice (s_k(i) = s_{n+1-k}(p(i)),
+    bit-identical here as in the release), the full distance matrix, and the gradient of each min
+    and max sent to every tied entry, as MXNet's reduce-min/max do. Written pair by pair.
+    """
+    B, d = e.shape
+    x = ee_points(e, n, l2_norm)
+    labels = np.tile(y, n + 1)
+    D = all_distances(x)
+    losses, gx = np.zeros(B), np.zeros_like(x)
+
+    def add_distance_grad(a, b, g):
+        if D[a, b] > 1e-6:       # the clip's floor passes no gradient
+            gx[a] += g * (x[a] - x[b]) / D[a, b]
+            gx[b] += g * (x[b] - x[a]) / D[a, b]
+
+    for i in range(B):
+        pos = [j for j in range(B) if y[j] == y[i]]
+        d_ap = max(D[i, j] for j in pos)
+        pairs = [(g * B + i, b) for g in range(n + 1) for b in range(len(x)) if labels[b] != y[i]]
+        if not pairs:
+            continue
+        d_an = min(D[a, b] for a, b in pairs)
+        z = d_ap - d_an
+        if soft_margin:
+            losses[i], slope = np.log1p(np.exp(z)), 1 / (1 + np.exp(-z))
+        else:
+            losses[i], slope = max(z + margin, 0.0), float(z + margin > 0)
+        for j in pos:
+            if D[i, j] == d_ap:
+                add_distance_grad(i, j, slope)
+        for a, b in pairs:
+            if D[a, b] == d_an:
+                add_distance_grad(a, b, -slope)
+    # back through EE: x = e for the originals, s = v / sqrt(|v|^2 + eps) for the synthetic points
+    ge = gx[:B].copy()
+    for k in range(1, n + 1):
+        for i in range(B):
+            g, p = gx[k * B + i], partner_index(i)
+            v = (k * e[p] + (n + 1 - k) * e[i]) / (n + 1)
+            if l2_norm:
+                r = np.sqrt(v @ v + 1e-10)
+                g = g / r - v * (v @ g) / r ** 3
+            ge[i] += g * (n + 1 - k) / (n + 1)
+            ge[p] += g * k / (n + 1)
+    return losses, ge
+
+
 def mined_distance_matrix(e, n, l2_norm=True):
     """Dn[i, j] = min over a in G(i), b in G(j) of D(a, b), by brute force."""
     B = len(e)

@@ -4,7 +4,7 @@ import pytest
 import mxnet as mx
 from mxnet import autograd
 
-from loss import EmbeddingExpansion, HPHNTripletLoss
+from loss import EmbeddingExpansion, HPHNTripletLoss, MultiSimilarityLoss, TripletLoss
 from loss.mining import mined_distances, mined_similarities
 from tests import reference as ref
 
@@ -109,26 +109,95 @@ def test_hphn_gradient_matches_finite_differences(n, l2_norm, soft_margin, margi
     classes, per_class = layout
     e, y = batch(classes, per_class, 4, seed=7 * n + classes)
     _, grad = run_loss(e, y, margin=margin, soft_margin=soft_margin, num_instances=per_class,
-                       n_inner_pts=n, l2_norm=l2_norm)
+                       n_inner_pts=n, l2_norm=l2_norm, negative_grad='exact')
     # the trainer minimises the sum of the per-anchor vector (SPEC section 2)
     expected = ref.numeric_grad(lambda v: ref.hphn_loss(v, y, n, margin, soft_margin, l2_norm).sum(), e.copy())
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_gradient_counts_a_synthetic_negative_once():
+def batch_with_synthetic_negative(n, seed0=0):
+    """A batch (4 classes x 2) where some active anchor's hardest negative point is synthetic."""
+    for seed in range(seed0, seed0 + 50):
+        e, y = batch(4, 2, 4, seed=seed)
+        if any(synthetic and d_ap - d_an + 0.2 > 0 for d_ap, d_an, synthetic in ref.hphn_terms(e, y, n)):
+            return e, y
+    raise AssertionError('no batch with an active synthetic hardest negative')
+
+
+def test_exact_gradient_counts_a_synthetic_negative_once():
     """Every synthetic point stands twice in the expanded batch (s_k(j) = s_{n+1-k}(p(j))). A
     reduce-min passes the gradient to both copies; the true derivative counts the point once."""
-    n, found = 2, False
-    for seed in range(20):
-        e, y = batch(4, 2, 4, seed=seed)
-        terms = ref.hphn_terms(e, y, n)
-        if any(synthetic and d_ap - d_an + 0.2 > 0 for d_ap, d_an, synthetic in terms):
-            found = True
-            break
-    assert found, 'no batch with an active synthetic hardest negative'
-    _, grad = run_loss(e, y, n_inner_pts=n)
+    n = 2
+    e, y = batch_with_synthetic_negative(n)
+    _, grad = run_loss(e, y, n_inner_pts=n, negative_grad='exact')
     expected = ref.numeric_grad(lambda v: ref.hphn_loss(v, y, n).sum(), e.copy())
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+    _, release = run_loss(e, y, n_inner_pts=n)
+    assert not np.allclose(release, expected, rtol=1e-3, atol=1e-4)     # the default differs here
+
+
+RELEASE_LAYOUTS = [(4, 2), (3, 4), (2, 6), (4, 4)]
+RELEASE_SETTINGS = [(True, False, 1e-5), (True, False, 0.2), (False, False, 0.5), (True, True, 0.0),
+                    (False, True, 0.0)]
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 8])
+@pytest.mark.parametrize('l2_norm,soft_margin,margin', RELEASE_SETTINGS)
+@pytest.mark.parametrize('hybrid', [False, True])
+def test_release_gradient_matches_release_formulation(n, l2_norm, soft_margin, margin, hybrid):
+    """The default trains as the release: values and gradients of its explicit formulation, with
+    the duplicated synthetic points and reduce-min's gradient to every tied copy."""
+    classes, per_class = RELEASE_LAYOUTS[n % len(RELEASE_LAYOUTS)]
+    e, y = batch(classes, per_class, 5, seed=31 * n + classes + int(7 * margin))
+    loss = HPHNTripletLoss(margin=margin, soft_margin=soft_margin, num_instances=per_class,
+                           n_inner_pts=n, l2_norm=l2_norm)
+    if hybrid:
+        loss.hybridize()
+    x = nd(e)
+    x.attach_grad()
+    with autograd.record():
+        out = loss(x, nd(y))
+    out.backward()
+    expected_loss, expected_grad = ref.hphn_release(e, y, n, margin, soft_margin, l2_norm)
+    np.testing.assert_allclose(out.asnumpy(), expected_loss, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(x.grad.asnumpy(), expected_grad, rtol=1e-5, atol=1e-9)
+
+
+def test_release_gradient_doubles_a_synthetic_negative():
+    """Where the hardest negative is synthetic the release's gradient differs from the exact one:
+    the reference must see it too, or the test above could pass with the exact gradient."""
+    n = 2
+    e, y = batch_with_synthetic_negative(n)
+    _, release = ref.hphn_release(e, y, n)
+    exact = ref.numeric_grad(lambda v: ref.hphn_loss(v, y, n).sum(), e.copy())
+    assert not np.allclose(release, exact, rtol=1e-3, atol=1e-4)
+    _, grad = run_loss(e, y, n_inner_pts=n)
+    np.testing.assert_allclose(grad, release, rtol=1e-5, atol=1e-9)
+
+
+def test_unknown_negative_grad_is_refused():
+    with pytest.raises(ValueError, match='negative_grad'):
+        HPHNTripletLoss(negative_grad='twice')
+
+
+@pytest.mark.parametrize('cls,kwargs', [(HPHNTripletLoss, {}), (TripletLoss, {}), (MultiSimilarityLoss, {})])
+def test_synthetic_negative_fraction_matches_brute_force(cls, kwargs):
+    """The logged share: HPHN counts anchors whose hardest negative point b is synthetic; the other
+    losses count negative pairs whose mined value is not the originals' own."""
+    n, e, y = 2, *batch(4, 4, 3, seed=5)
+    loss = cls(n_inner_pts=n, num_instances=4, **kwargs)
+    got = loss.synthetic_negative_fraction(nd(e), nd(y))
+    if cls is HPHNTripletLoss:
+        expected = np.mean([synthetic for _, _, synthetic in ref.hphn_terms(e, y, n)])
+    elif cls is TripletLoss:
+        D, Dn = ref.distance_matrices(e, n)
+        expected = (Dn < D - 1e-12)[y[:, None] != y[None, :]].mean()
+    else:
+        S, Sn = ref.similarity_matrices(e, n)
+        expected = (Sn > S + 1e-12)[y[:, None] != y[None, :]].mean()
+    assert 0 < expected < 1
+    assert got == pytest.approx(expected)
+    assert cls(n_inner_pts=0, num_instances=4, **kwargs).synthetic_negative_fraction(nd(e), nd(y)) is None
 
 
 @pytest.mark.parametrize('n', [0, 2])

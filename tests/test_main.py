@@ -28,6 +28,9 @@ def test_digits_run_logs_saves_and_lowers_the_loss(tmp_path, capsys):
     assert [s for s, _ in scalars['metric/R1']] == [6, 12] and [s for s, _ in scalars['metric_epoch/NMI']] == [6, 12]
     assert all(0 <= v <= 1 for _, v in scalars['metric/R1'])
     assert 'metric/R1/best' in scalars
+    synthetic = [v for _, v in scalars['ee/synthetic_negative_fraction']]     # logged with the loss
+    assert len(synthetic) == 12 and all(0 <= v <= 1 for v in synthetic) and max(synthetic) > 0
+    assert 'synthetic=' in out                                                # in the progress bar
     saved = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / '*.params')))
     assert 'model_final.params' in saved and any(p.startswith('model_epoch_000') for p in saved)
     assert not glob.glob(str(tmp_path / '*.tmp-*'))
@@ -47,6 +50,11 @@ def test_soft_margin_reaches_the_loss():
     args = main.parse_args(['--soft_margin', 'true', '--margin', '0.3'])
     loss = main.build_loss(args, 5)
     assert loss.soft_margin is True and loss.margin == 0.3
+
+
+def test_negative_grad_reaches_the_loss():
+    assert main.build_loss(main.parse_args([]), 5).negative_grad == 'release'
+    assert main.build_loss(main.parse_args(['--ee_negative_grad', 'exact']), 5).negative_grad == 'exact'
 
 
 def test_official_spellings_and_digits_defaults():
@@ -170,9 +178,11 @@ def test_each_pair_loss_trains_from_main(tmp_path, name):
     flags = ['--loss', name, '--epochs', '6', '--eval_epoch_term', '6', '--batch_size', '40', '--num_instances', '8',
              '--save_dir', str(tmp_path)]
     assert main.main(flags) == 0
-    losses = [v for _, v in read_scalars(str(tmp_path))['loss']]
+    scalars = read_scalars(str(tmp_path))
+    losses = [v for _, v in scalars['loss']]
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < losses[0]
+    assert len(scalars['ee/synthetic_negative_fraction']) == 6
 
 
 @pytest.mark.slow
@@ -183,8 +193,10 @@ def test_proxy_losses_train_from_main(tmp_path, name):
              # a constant expanded fraction: the SEE total grows with it by design
              '--max_thresh', '0.5', '--min_thresh', '0.5', '--pooling', 'avg+max', '--save_dir', str(tmp_path)]
     assert main.main(flags) == 0
-    losses = [v for _, v in read_scalars(str(tmp_path))['loss']]
+    scalars = read_scalars(str(tmp_path))
+    losses = [v for _, v in scalars['loss']]
     assert len(losses) == 8 and all(np.isfinite(losses))
+    assert 'ee/synthetic_negative_fraction' not in scalars      # no mined negatives to count
     assert np.mean(losses[-3:]) < losses[0]
     saved = mx.nd.load(str(tmp_path / 'checkpoints' / 'epoch_00008' / 'loss.params'))
     assert list(saved) == ['proxies'] and saved['proxies'].shape == (5, 512)
