@@ -18,14 +18,14 @@ KS = (1, 2, 4, 8, 1000)
 
 
 def brute_force(q, ql, g, gl, ks, self_retrieval):
-    """Full float64 distance matrix, one full sort per query, optimistic ties (same label first)."""
+    """Full float64 distance matrix, one full sort per query, pessimistic ties (other label first)."""
     d = ((q.astype(np.float64)[:, None, :] - g.astype(np.float64)[None, :, :]) ** 2).sum(-1)
     hits = {k: 0 for k in ks}
     aps, rps = [], []
     for i in range(len(ql)):
         keep = np.arange(len(gl)) != (i if self_retrieval else -1)
         same = gl[keep] == ql[i]
-        rel = same[np.lexsort((~same, d[i, keep]))]
+        rel = same[np.lexsort((same, d[i, keep]))]
         r = int(rel.sum())
         if r == 0:
             continue
@@ -109,24 +109,38 @@ def test_fallback_matches_brute_force(monkeypatch):
                  brute_force(emb, labels, emb, labels, KS, True))
 
 
-def test_collapsed_embeddings():
-    # Every distance ties: optimistic ranking puts all same-label items first.
-    labels = np.array([0, 0, 0, 1, 1, 2])
-    res = evaluate(np.ones((6, 3), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=(1,))
-    assert res == {'R@1': 5 / 6.0, 'MAP@R': 1.0, 'RP': 1.0}
+@pytest.mark.parametrize('ctx', [None, 'cpu'])
+def test_collapsed_embeddings_score_at_chance_or_below(ctx, capsys):
+    """Every distance ties: a collapsed model must not look good (the optimistic rule gave 1.0),
+    and the warning names the share of queries decided by a tie."""
+    import mxnet as mx
+    labels = np.repeat(np.arange(10), 10)
+    res = evaluate(np.ones((100, 8), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=(1, 2, 4, 8, 91),
+                   ctx=None if ctx is None else mx.cpu())
+    chance_r1 = 9 / 99.0          # a random neighbour shares the label
+    assert res['R@1'] <= chance_r1 and res['R@8'] == 0.0 and res['R@91'] == 1.0
+    assert res['MAP@R'] <= chance_r1 and res['RP'] <= chance_r1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: 100 of 100 queries')
 
 
-def test_ties_are_optimistic():
+def test_no_tie_warning_for_distinct_embeddings(capsys):
+    emb, labels = _data('spread')
+    evaluate(emb.astype(np.float32) + 1e-3 * np.arange(len(emb))[:, None], labels, metrics=RETRIEVAL)
+    assert 'warning' not in capsys.readouterr().err
+
+
+def test_ties_are_pessimistic():
     # 1-d points; the query at 0 has a same-label item and an other-label item both at distance 1.
     emb = np.array([[0.0], [1.0], [-1.0], [5.0]], dtype=np.float32)
     labels = np.array([0, 0, 1, 1])
-    res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=(1,))
-    # Query 0: same-label at rank 1 by the tie rule.  Query 1: neighbours 0 (same) -> hit.
-    # Query 2: neighbours 0 (d=1), 1 (d=4), 3 (d=36) -> same-label item 3 at rank 3.
+    res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=(1, 2))
+    # Query 0: the tie at d=1 puts the other-label item first -> rank 2.  Query 1: neighbours 0
+    # (same) -> hit.  Query 2: neighbours 0 (d=1), 1 (d=4), 3 (d=36) -> rank 3.
     # Query 3: neighbours 1 (d=16), 0, 2 -> rank 3.
-    assert res['R@1'] == 0.5
+    assert res['R@1'] == 0.25 and res['R@2'] == 0.5
     # R = 1 for everybody, so MAP@R = RP = fraction of queries whose nearest is same-label.
-    assert res['MAP@R'] == 0.5 and res['RP'] == 0.5
+    assert res['MAP@R'] == 0.25 and res['RP'] == 0.25
 
 
 def test_large_k_and_singletons():

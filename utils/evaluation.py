@@ -11,19 +11,29 @@ Distances are squared Euclidean.  Per query row the code ranks by ``|x|^2 - 2 q.
 from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order (up to float32
 rounding, as any float32 evaluation).
 
-Ties: the official EE code ranks with ``argpartition``/``argsort``, which breaks ties arbitrarily.
-We use the optimistic convention throughout: among items at exactly the same distance, same-label
-items come first.  So the rank of the nearest same-label item is
-``1 + #{other-label items strictly closer than it}``, and MAP@R / R-precision look at the R nearest
-neighbours ordered by (distance, other-label).
+Ties never flatter: the official EE code ranks with ``argpartition``/``argsort``, which breaks
+ties arbitrarily, so a collapsed model (all embeddings equal) may score anything up to 1.  We use
+the pessimistic convention throughout: among items at exactly the same distance, other-label items
+come first.  So the rank of the nearest same-label item is
+``1 + #{other-label items at most as far as it}``, and MAP@R / R-precision look at the R nearest
+neighbours ordered by (distance, same-label last).  Identical embeddings score 0 (Recall@K for K
+below the number of other-label items, MAP@R, R-precision).  Real embeddings rarely tie; when more
+than TIE_WARN_FRACTION of the queries have an other-label item tied at the score that decides their
+metric (the nearest same-label item for Recall@K, the R-th neighbour for MAP@R), a one-line warning
+goes to stderr.
 
 Queries without any other same-label item (classes of size 1) never score for Recall@K and count in
 its denominator, as in the official code; MAP@R and R-precision are undefined for them (R = 0), so
 they are left out of those means.  K larger than the number of neighbours means "all neighbours".
 """
+import sys
+
 import numpy as np
 
 METRICS = ('recall', 'map_at_r', 'r_precision', 'nmi', 'f1')
+
+# warn when more than this fraction of the queries is decided by a tie (see the module docstring)
+TIE_WARN_FRACTION = 0.01
 
 
 def _as_array(x, name, ndim, dtype):
@@ -123,17 +133,23 @@ def _group_min(a, g):
 _MAX_CANDIDATE_FRACTION = 1.0 / 4
 
 
-def _stats_plain(s, pos_min, k_top):
+def _stats_plain(s, pos_vals, r, k_top):
     """Exact statistics by brute force: a full compare-and-count and an argpartition per row.
 
-    s: (B, n) scores, self +inf; pos_min: (B,) nearest same-label score; returns n_closer (B,),
-    top_vals, top_cols (B, k_top) (None when k_top is 0).  Costs about twice the GEMM.
+    s: (B, n) scores, self +inf; pos_vals: (B, P) same-label scores (+inf padding); r: (B,) R per
+    row; returns n_closer, n_tied (B,), top_vals, top_cols (B, k_top), n_at_tau (B,) as
+    _stats_numpy (the last three None when k_top is 0).  Costs about twice the GEMM.
     """
-    n_closer = np.count_nonzero(s < pos_min[:, None], axis=1)
+    pos_min = pos_vals.min(axis=1)
+    n_pos_tied = np.count_nonzero(pos_vals == pos_min[:, None], axis=1)
+    n_tied = np.count_nonzero(s == pos_min[:, None], axis=1) - n_pos_tied
+    n_closer = np.count_nonzero(s < pos_min[:, None], axis=1) + n_tied
     if not k_top:
-        return n_closer, None, None
+        return n_closer, n_tied, None, None, None
     top_cols = np.argpartition(s, k_top - 1, axis=1)[:, :k_top]
-    return n_closer, np.take_along_axis(s, top_cols, axis=1), top_cols
+    top_vals = np.take_along_axis(s, top_cols, axis=1)
+    tau = np.sort(top_vals, axis=1)[np.arange(len(r)), np.maximum(r, 1) - 1]
+    return n_closer, n_tied, top_vals, top_cols, np.count_nonzero(s == tau[:, None], axis=1)
 
 
 def _stats_numpy(s, pos_vals, r, k_top, k_recall):
@@ -141,12 +157,14 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
 
     s: (B, n) scores, self already +inf; pos_vals: (B, P) scores of the other same-label items
     (+inf padding); r: (B,) R per row; k_top = max(r) or 0; k_recall = max K of Recall@K or 0.
-    Returns n_closer (B,), top_vals (B, k_top), top_cols (B, k_top) as in _block_stats, except that
-    n_closer may be any value >= k_recall when the rank is provably beyond every K.
+    Returns n_closer, n_tied (B,), top_vals, top_cols (B, k_top), n_at_tau (B,) as in
+    _block_stats, except that n_closer may be any value >= k_recall (and n_tied 0) when the rank
+    is provably beyond every K.
 
     Per row a threshold t selects candidates s <= t, read only from the groups (of g1 columns)
     whose minimum is <= t, so that after the GEMM only the group minimum reads all of s:
-      Recall: t >= nearest same-label score; n_closer is then counted among the candidates.
+      Recall: t >= nearest same-label score; n_closer (ties included) is then counted among the
+        candidates.
         Rows with at least k_recall group minima (groups of g1) strictly below that score have
         at least k_recall closer other-label items: they miss every K and need no candidates.
       MAP@R: t >= the R-th smallest score: the R-th smallest of coarser group minima (groups of
@@ -156,11 +174,13 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     """
     b, n = s.shape
     pos_min = pos_vals.min(axis=1)
+    n_pos_tied = np.count_nonzero(pos_vals == pos_min[:, None], axis=1)
     need = max(k_recall, k_top, 1)
     g1 = int(np.clip(n // (4 * need), 1, 16))
     mins = _group_min(s, g1)
     t = np.full(b, -np.inf, dtype=np.float32)
     n_closer = np.zeros(b, dtype=np.int64)
+    n_tied = np.zeros(b, dtype=np.int64)
     exact = np.zeros(b, dtype=bool)
     if k_recall:
         n_closer = np.count_nonzero(mins < pos_min[:, None], axis=1)
@@ -180,7 +200,7 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     size = n // g1
     regular = sel_groups < size
     if np.count_nonzero(regular) * g1 > _MAX_CANDIDATE_FRACTION * s.size:
-        return _stats_plain(s, pos_min, k_top)
+        return _stats_plain(s, pos_vals, r, k_top)
     # Member scores of the selected groups, one row per group: (groups, g1) for the regular
     # groups, (groups, 1) for the leftover columns.  One 2-d gather, no per-member index arrays.
     parts = []
@@ -188,11 +208,14 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
                          (sel_rows[~regular], sel_groups[~regular, None] + (g1 - 1) * size)):
         parts.append((rows_, cols_, s.reshape(-1).take(rows_[:, None] * n + cols_)))
     if k_recall:
-        closer = sum(np.bincount(rows_, np.count_nonzero(v < pos_min[rows_, None], axis=1), b)
-                     for rows_, _, v in parts)
-        n_closer[exact] = closer[exact]
+        at_most = sum(np.bincount(rows_, np.count_nonzero(v <= pos_min[rows_, None], axis=1), b)
+                      for rows_, _, v in parts)
+        tied = sum(np.bincount(rows_, np.count_nonzero(v == pos_min[rows_, None], axis=1), b)
+                   for rows_, _, v in parts)
+        n_tied[exact] = (tied - n_pos_tied)[exact]
+        n_closer[exact] = (at_most - n_pos_tied)[exact]     # the other-label items tied count as closer
     if not k_top:
-        return n_closer, None, None
+        return n_closer, n_tied, None, None, None
     found = []
     for rows_, cols_, v in parts:
         group, member = np.nonzero(v <= tau[rows_, None])
@@ -200,13 +223,19 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     rows, cols, vals = (np.concatenate(a) for a in zip(*found))
     order = np.lexsort((vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(b))[rows]
+    first = np.searchsorted(rows, np.arange(b))
+    rank = np.arange(len(rows)) - first[rows]
     keep = rank < k_top
+    # every item at the R-th smallest score is a candidate (tau >= it): count them all
+    has_r = r > 0
+    tau_r = np.full(b, np.nan, dtype=np.float32)
+    tau_r[has_r] = vals[first[has_r] + r[has_r] - 1]
+    n_at_tau = np.bincount(rows, vals == tau_r[rows], b).astype(np.int64)
     top_vals = np.full((b, k_top), np.inf, dtype=np.float32)
     top_cols = np.zeros((b, k_top), dtype=np.int64)
     top_vals[rows[keep], rank[keep]] = vals[keep]
     top_cols[rows[keep], rank[keep]] = cols[keep]
-    return n_closer, top_vals, top_cols
+    return n_closer, n_tied, top_vals, top_cols, n_at_tau
 
 
 def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ctx, out=None):
@@ -221,10 +250,14 @@ def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ct
 
     Returns numpy arrays:
       pos_vals: (B, P) scores of the query's class members, +inf for padding and for self;
-      n_closer: (B,) number of items (self excluded) strictly closer than the nearest same-label
-                item, i.e. rank - 1 (numpy path: any value >= k_recall once beyond every K);
+      n_closer: (B,) number of other-label items (self excluded) at most as far as the nearest
+                same-label item, i.e. its pessimistic rank - 1 (numpy path: any value >= k_recall
+                once beyond every K);
+      n_tied: (B,) how many of them tie with it exactly;
       top_vals, top_cols: (B, k_top) scores and columns of k_top nearest items (self excluded), in
-                no particular order, +inf padded; ties at the boundary are cut arbitrarily.
+                no particular order, +inf padded; ties at the boundary are cut arbitrarily;
+      n_at_tau: (B,) number of items (self excluded) whose score equals the R-th smallest, r[i]
+                of row i (None when k_top is 0).
     """
     b = qa.shape[0]
     n = xa.shape[0]
@@ -247,30 +280,37 @@ def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ct
     flat = (np.arange(b)[:, None] * n + pos_cols).reshape(-1)
     pos_vals = mx.nd.take(s.reshape((-1,)), mx.nd.array(flat, ctx=ctx, dtype='int64'))
     pos_vals = pos_vals.reshape((b, p)) + mx.nd.array(np.where(pos_pad, np.inf, 0.0), ctx=ctx)
-    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_vals.min(axis=1, keepdims=True)), axis=1)
-    top_vals = top_cols = None
+    pos_min = pos_vals.min(axis=1, keepdims=True)
+    n_pos_tied = mx.nd.sum(mx.nd.broadcast_equal(pos_vals, pos_min), axis=1)
+    n_tied = mx.nd.sum(mx.nd.broadcast_equal(s, pos_min), axis=1) - n_pos_tied
+    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_min), axis=1) + n_tied
+    top_vals = top_cols = n_at_tau = None
     if k_top:
         top_vals, top_cols = mx.nd.topk(s, axis=1, k=k_top, ret_typ='both', is_ascend=True,
                                        dtype='int64')
+        tau = mx.nd.pick(top_vals, mx.nd.array(np.maximum(r, 1) - 1, ctx=ctx), axis=1, keepdims=True)
+        n_at_tau = mx.nd.sum(mx.nd.broadcast_equal(s, tau), axis=1).asnumpy().astype(np.int64)
         top_vals, top_cols = top_vals.asnumpy(), top_cols.asnumpy()
-    return pos_vals.asnumpy(), n_closer.asnumpy().astype(np.int64), top_vals, top_cols
+    return (pos_vals.asnumpy(), n_closer.asnumpy().astype(np.int64), n_tied.asnumpy().astype(np.int64),
+            top_vals, top_cols, n_at_tau)
 
 
-def _map_and_rp(pos_vals, top_vals, top_rel, r):
-    """MAP@R and R-precision per row from the k nearest neighbours, with optimistic ties.
+def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
+    """MAP@R and R-precision per row from the k nearest neighbours, with pessimistic ties.
 
     pos_vals: (B, P) scores of the other same-label items (+inf padding);
     top_vals, top_rel: (B, K) scores and same-label flags of the K >= max(r) nearest neighbours;
-    r: (B,) R per row, >= 1.
-    Returns (B,) MAP@R, (B,) R-precision.
+    r: (B,) R per row, >= 1; n_at_tau: (B,) number of items at the R-th smallest score.
+    Returns (B,) MAP@R, (B,) R-precision, (B,) whether the tie at the R-th score mixes labels.
 
     The K nearest are exact as a multiset of scores, but members of a tie at the R-th score may
     be cut arbitrarily.  So with tau = R-th smallest score: the items strictly closer than tau
-    are all in the list (sorted by score, same-label first on ties); the remaining slots up to R
-    are filled from the tie at tau, same-label items first, whose count comes from pos_vals.
+    are all in the list (sorted by score, other-label first on ties); the remaining slots up to R
+    are filled from the tie at tau, other-label items first (n_at_tau minus the same-label ones,
+    whose count comes from pos_vals), then same-label items.
     """
     k = top_vals.shape[1]
-    order = np.lexsort((~top_rel, top_vals), axis=1)
+    order = np.lexsort((top_rel, top_vals), axis=1)
     sv = np.take_along_axis(top_vals, order, axis=1)
     srel = np.take_along_axis(top_rel, order, axis=1)
     rows = np.arange(len(r))
@@ -278,14 +318,13 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r):
     j = np.arange(k)[None, :]
     n_below = np.count_nonzero(sv < tau[:, None], axis=1)
     n_tie_pos = np.count_nonzero(pos_vals == tau[:, None], axis=1)
-    n_fill = np.minimum(n_tie_pos, r - n_below)
-    rel = np.where(j < n_below[:, None], srel,
-                   (j < (n_below + n_fill)[:, None]))
+    n_tie_neg = n_at_tau - n_tie_pos
+    rel = np.where(j < n_below[:, None], srel, j >= (n_below + n_tie_neg)[:, None])
     rel &= j < r[:, None]
     hits = np.cumsum(rel, axis=1)
     ap = (hits / (j + 1.0) * rel).sum(axis=1) / r
     rp = hits[:, -1] / r
-    return ap, rp
+    return ap, rp, (n_tie_pos > 0) & (n_tie_neg > 0)
 
 
 def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None):
@@ -318,6 +357,7 @@ def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None
     # One score buffer for all blocks: a fresh (B, n) array per block would pay page faults.
     buf = np.empty((min(block_size, m), n), dtype=np.float32) if ctx is None else None
     first_rank = np.empty(m, dtype=np.int64)
+    decided_by_tie = np.zeros(m, dtype=bool)
     ap_sum = rp_sum = 0.0
     for lo in range(0, m, block_size):
         hi = min(lo + block_size, m)
@@ -330,16 +370,20 @@ def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None
             qa[:, -1] = 1.0
         else:
             qa = _augment_queries(q[lo:hi])
-        pos_vals, n_closer, top_vals, top_cols = _block_stats(
+        pos_vals, n_closer, n_tied, top_vals, top_cols, n_at_tau = _block_stats(
             qa, xa, np.arange(lo, hi) if self_retrieval else None,
             pos_start[lo:hi], pos_count[lo:hi], r, k_top, k_recall, ctx, buf)
         first_rank[lo:hi] = np.where(r > 0, n_closer + 1, np.iinfo(np.int64).max)
+        if k_recall:
+            decided_by_tie[lo:hi] = (r > 0) & (n_tied > 0)
         if k_top:
             has = r > 0
             top_rel = gallery.labels[top_cols[has]] == q_labels[lo:hi][has][:, None]
-            ap, rp = _map_and_rp(pos_vals[has], top_vals[has], top_rel, r[has])
+            ap, rp, mixed = _map_and_rp(pos_vals[has], top_vals[has], top_rel, r[has], n_at_tau[has])
             ap_sum += ap.sum()
             rp_sum += rp.sum()
+            decided_by_tie[lo:hi][has] |= mixed
+    _warn_ties(int(np.count_nonzero(decided_by_tie)), m)
     out = {}
     if 'recall' in metrics:
         for k in recallk:
@@ -350,6 +394,13 @@ def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None
     if 'r_precision' in metrics:
         out['RP'] = rp_sum / n_valid if n_valid else 0.0
     return {key: float(v) for key, v in out.items()}
+
+
+def _warn_ties(n_tied, m):
+    if m and n_tied > TIE_WARN_FRACTION * m:
+        print('warning: %d of %d queries (%.1f%%) are decided by a tie with an item of another class; ties '
+              'count against them (are the embeddings collapsed?)' % (n_tied, m, 100.0 * n_tied / m),
+              file=sys.stderr)
 
 
 # Above this many clusters k-means++ seeding is skipped: sklearn seeds one centre at a time with
