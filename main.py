@@ -114,10 +114,17 @@ def build_parser():
     a('--recallk', default='1,2,4,8', type=int_list, help='K values of Recall@K')
     a('--eval_metrics', default='recall,nmi',
       help='comma-separated subset of recall, map_at_r, r_precision, nmi, f1')
+    a('--select_metric', default=None,
+      help='the metric that chooses the best epoch, e.g. R@1, MAP@R, NMI (default: R@K of the first --recallk, '
+           'or the first of --eval_metrics without recall)')
     a('--summary_step', default=10, type=int, help='log loss and lr every this many iterations')
     a('--save_embeddings', action='store_true',
       help='write the test embeddings and labels of the best epoch as .npy under SAVE_DIR/embeddings')
-    a('--save_dir', default='./log/will/be/saved/here', help='logs and parameters go here')
+    a('--save_dir', default='./log/will/be/saved/here',
+      help='logs and parameters go here; one run per folder (a folder of an earlier run needs --resume or '
+           '--overwrite)')
+    a('--overwrite', action='store_true',
+      help='--save_dir holds an earlier run: move it aside to SAVE_DIR.old-N (never deleted) and start afresh')
     # checkpoints
     a('--checkpoint_epochs', default=10, type=int,
       help='write a resumable checkpoint every this many epochs (and at the end); 0: only at the end')
@@ -145,6 +152,10 @@ def read_config(path):
             return shlex.split(f.read(), comments=True)
     except OSError as exc:
         raise UserError('argument --config: cannot read %s: %s' % (path, exc.strerror)) from exc
+    except UnicodeDecodeError:
+        raise UserError('argument --config: %s is not a text file of flags' % path) from None
+    except ValueError as exc:       # shlex: an unclosed quote
+        raise UserError('argument --config: cannot parse %s: %s' % (path, exc)) from None
 
 
 def write_config(args, path):
@@ -225,6 +236,27 @@ def check_args(args, num_devices):
         raise UserError('--eval_metrics: unknown %s; choose from %s' % (unknown, ', '.join(METRICS)))
     if args.eval_epoch_term < 1 or args.summary_step < 1 or args.epochs < 1:
         raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
+    if not 0 <= args.start_epoch < args.epochs:
+        raise UserError('--start_epoch (%d) must be in [0, --epochs (%d))' % (args.start_epoch, args.epochs))
+    for flag, value, low in (('--lr', args.lr, 0.0), ('--embed_dim', args.embed_dim, 0)):
+        if not value > low:
+            raise UserError('%s must be positive, got %s' % (flag, value))
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise UserError('--image_size must be at least %d (the trunk downsamples 32x), got %d'
+                        % (MIN_IMAGE_SIZE, args.image_size))
+    if args.n_inner_pts > MAX_INNER_PTS:
+        raise UserError('--n_inner_pts must be at most %d (the mining compares (n+1)^2 / 2 blocks per batch), '
+                        'got %d' % (MAX_INNER_PTS, args.n_inner_pts))
+    if args.wd < 0 or args.lr_decay_factor <= 0:
+        raise UserError('--wd must be >= 0 and --lr_decay_factor > 0')
+    keys = [key for m in args.eval_metrics for key in (['R@%d' % k for k in args.recallk] if m == 'recall'
+                                                      else [METRIC_KEYS[m]])]
+    if args.select_metric and args.select_metric not in keys:
+        raise UserError('--select_metric %s is not evaluated; choose one of %s' % (args.select_metric, ', '.join(keys)))
+
+
+MIN_IMAGE_SIZE = 32
+MAX_INNER_PTS = 32
 
 
 def seed_everything(seed):
@@ -232,16 +264,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     mx.random.seed(seed)
-
-
-def prepare_save_dir(path):
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, '.write-test-%d' % os.getpid())
-        open(probe, 'w').close()
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError('cannot write to --save_dir %s: %s' % (path, exc.strerror or exc))
 
 
 def build_loss(args, num_classes):
@@ -345,47 +367,101 @@ def save_embeddings(embeddings, folder):
             os.replace(path + '.tmp.npy', path)
 
 
+def selection_metric(args):
+    """The metric key that chooses the best epoch: --select_metric, else R@K of the first K when
+    recall is evaluated, else the first of --eval_metrics."""
+    if args.select_metric:
+        return args.select_metric
+    first = args.eval_metrics[0] if 'recall' not in args.eval_metrics else 'recall'
+    return METRIC_KEYS[first] if first != 'recall' else 'R@%d' % args.recallk[0]
+
+
+# the key each --eval_metrics entry reports (recall: R@K per K)
+METRIC_KEYS = {'map_at_r': 'MAP@R', 'r_precision': 'RP', 'nmi': 'NMI', 'f1': 'F1'}
+
+
 def train(args):
     import mxnet as mx
-    from tqdm import tqdm
 
     from data import EvalSet, build_split_loaders
-    from loss.pair_loss import PairLoss
     from model import get_model
-    from utils.checkpoint import Checkpointer, save_parameters_atomic
+    from utils.checkpoint import Checkpointer, save_parameters_atomic, set_random_state
     from utils.devices import create_kvstore, parse_contexts
-    from utils.summary import Summary
+    from utils.interrupt import StopFlag
+    from utils.resume import compare_flags, flag_values, resume_path
+    from utils.run_dir import RunDir
 
     ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))
     kvstore, rank, workers = create_kvstore(args.kvstore)
     chief = rank == 0
-    if chief:
-        prepare_save_dir(args.save_dir)
-        write_config(args, os.path.join(args.save_dir, 'args.txt'))
-    seed_everything(args.seed)          # the same initial model on every worker
-    loaders = build_split_loaders(
-        args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers,
-        val_class_ratio=args.val_class_ratio, check_images=args.check_images, skip_bad_images=args.skip_bad_images,
-        train_class_ratio=args.train_class_ratio, part=(rank, workers))
-    train_loader = loaders.train
-    print('data %s: %s' % (args.data_name, ', '.join(
-        '%s %d images of %d classes' % (name, len(labels), len(np.unique(labels))) for name, labels in
-        [('train', loaders.train_labels)] + [(name, split.labels) for name, split in loaders._asdict().items()
-                                             if isinstance(split, EvalSet)])))
-    net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx,
-                    pooling=args.pooling, bn_freeze=args.bn_freeze)
-    net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
-    loss_fn = build_loss(args, int(loaders.train_labels.max()) + 1)
-    loss_fn.initialize(ctx=ctx)
-    loss_fn.collect_params().setattr('lr_mult', args.proxy_lr_mult)
-    loss_fn.hybridize(static_alloc=True, static_shape=True)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise UserError('an epoch holds no full batch of --batch_size %d' % args.batch_size)
+    run_dir = RunDir(args.save_dir, resume=bool(args.resume), overwrite=args.overwrite) if chief else None
+    stop = StopFlag()
+    try:
+        checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
+        resume_from = saved = None
+        if args.resume:
+            resume_from = resume_path(args.resume, args.start_epoch, checkpoints, warn)
+            if resume_from:
+                saved = Checkpointer.read_state(resume_from)
+                for line in compare_flags(saved.get('args', {}), flag_values(args), resume_from):
+                    print(line)
+        if chief:
+            write_config(args, os.path.join(args.save_dir, 'args.txt'))
+        seed_everything(args.seed)          # the same initial model on every worker
+        stop.before_workers()
+        loaders = build_split_loaders(
+            args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers,
+            val_class_ratio=args.val_class_ratio, check_images=args.check_images,
+            skip_bad_images=args.skip_bad_images, train_class_ratio=args.train_class_ratio, part=(rank, workers))
+        stop.arm()
+        print('data %s: %s' % (args.data_name, ', '.join(
+            '%s %d images of %d classes' % (name, len(labels), len(np.unique(labels))) for name, labels in
+            [('train', loaders.train_labels)] + [(name, split.labels) for name, split in loaders._asdict().items()
+                                                 if isinstance(split, EvalSet)])))
+        net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx,
+                        pooling=args.pooling, bn_freeze=args.bn_freeze)
+        net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
+        loss_fn = build_loss(args, int(loaders.train_labels.max()) + 1)
+        loss_fn.initialize(ctx=ctx)
+        loss_fn.collect_params().setattr('lr_mult', args.proxy_lr_mult)
+        loss_fn.hybridize(static_alloc=True, static_shape=True)
+        trainer = build_trainer(args, net, loss_fn, kvstore)
+        # Each worker draws its own batches; a resumed run continues the saved random states instead.
+        np.random.seed(args.seed + 1000 * rank)
+        random.seed(args.seed + 1000 * rank)
+        progress = {'epoch': args.start_epoch, 'iteration': 0, 'best': {}, 'best_chosen': None}
+        if resume_from:
+            state = Checkpointer.load(resume_from, net, trainer, loss_fn, ctx)
+            progress.update((k, state[k]) for k in progress if k in state)
+            if state.get('iteration'):      # stopped mid-epoch: redraw that epoch from its start
+                set_random_state(state['epoch_random'])
+            print('resumed from %s: epoch %d%s, best %s' % (
+                resume_from, progress['epoch'],
+                ' + %d iterations' % progress['iteration'] if progress['iteration'] else '', fmt(progress['best'])))
+        elif args.resume:
+            print('no checkpoint in %s: starting afresh' % checkpoints.root)
+        best = train_loop(args, net, loss_fn, trainer, loaders, ctx, checkpoints, progress, stop, chief)
+        if workers > 1:     # every worker's copy, to check that they agree
+            save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
+        if chief:
+            save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
+            print('best (chosen on %s%s): %s' % ('val ' if loaders.val else '', selection_metric(args), fmt(best)))
+            print('logs: tensorboard --logdir %s' % args.save_dir)
+        return best
+    finally:
+        stop.restore()
+        if run_dir:
+            run_dir.close()
 
-    schedule = mx.lr_scheduler.MultiFactorScheduler(
-        step=[e * steps_per_epoch for e in args.lr_decay_epochs], factor=args.lr_decay_factor, base_lr=args.lr)
+
+def warn(line):
+    print('warning: ' + line, file=sys.stderr)
+
+
+def build_trainer(args, net, loss_fn, kvstore):
+    """The gluon Trainer of the network's and the loss's parameters with the --optim flags."""
+    import mxnet as mx
     opts = {'learning_rate': args.lr, 'wd': args.wd}
     if args.optim == 'sgd':
         opts['momentum'] = args.momentum
@@ -393,118 +469,138 @@ def train(args):
         import utils.adamw  # noqa: F401  registers the optimiser
     params = net.collect_params()
     params.update(loss_fn.collect_params())
-    # Optimiser states stay on the workers (not the servers) so that checkpoints can hold them.
-    trainer = mx.gluon.Trainer(params, args.optim, opts, kvstore=kvstore,
-                               update_on_kvstore=False if workers > 1 else None)
+    # The optimiser's states stay in this process (not in a kvstore), so that checkpoints hold them;
+    # asynchronous training must update on the servers.
+    return mx.gluon.Trainer(params, args.optim, opts, kvstore=kvstore,
+                            update_on_kvstore='async' in args.kvstore)
 
-    # Each worker draws its own batches; a resumed run continues the saved random states instead.
-    np.random.seed(args.seed + 1000 * rank)
-    random.seed(args.seed + 1000 * rank)
-    checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
-    recall1 = 'R@%d' % args.recallk[0]
-    best, best_chosen, start_epoch = {}, -1.0, args.start_epoch
-    if args.resume:
-        path = resume_path(args, checkpoints)
-        if path:
-            state = checkpoints.load(path, net, trainer, loss_fn, ctx)
-            start_epoch, best, best_chosen = state['epoch'], state['best'], state['best_chosen']
-            print('resumed from %s: epoch %d, best %s' % (path, start_epoch, fmt(best)))
-        else:
-            print('no checkpoint in %s: starting afresh' % checkpoints.root)
+
+def train_loop(args, net, loss_fn, trainer, loaders, ctx, checkpoints, progress, stop, chief):
+    """Epochs progress['epoch'] .. --epochs (the first skipping progress['iteration'] batches, drawn
+    again from that epoch's random state, when resuming mid-epoch). Returns the best test metrics."""
+    import mxnet as mx
+    from tqdm import tqdm
+
+    from loss.pair_loss import PairLoss
+    from utils.checkpoint import random_state, save_parameters_atomic
+    from utils.interrupt import Stopped
+    from utils.resume import flag_values
+    from utils.summary import Summary
+
+    train_loader = loaders.train
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise UserError('an epoch holds no full batch of --batch_size %d' % args.batch_size)
+    schedule = mx.lr_scheduler.MultiFactorScheduler(
+        step=[e * steps_per_epoch for e in args.lr_decay_epochs], factor=args.lr_decay_factor, base_lr=args.lr)
+    select = selection_metric(args)
+    if 'recall' not in args.eval_metrics and not args.select_metric:
+        print('choosing the best epoch on %s, the first of --eval_metrics (--select_metric to change)' % select)
     summary = Summary(args.save_dir) if chief else None
-
-    loss_value, synthetic = float('nan'), None
+    start_epoch, skip = progress['epoch'], progress['iteration']
+    best, best_chosen = progress['best'], progress['best_chosen']
+    loss_value, synthetic, global_step = float('nan'), None, start_epoch * steps_per_epoch + skip
     # what EE does: how often the mined negative comes from a synthetic point (README, Logs)
     measure_synthetic = isinstance(loss_fn, PairLoss) and loss_fn.expansion.n_inner_pts > 0
     epochs = tqdm(range(start_epoch, args.epochs), desc='epochs', file=sys.stdout, dynamic_ncols=True,
                   initial=start_epoch, total=args.epochs, disable=not chief)
     trunk_grad_req = {p.name: p.grad_req for p in net.backbone.collect_params().values()}
-    for epoch in epochs:
-        if hasattr(loss_fn, 'set_epoch'):
-            loss_fn.set_epoch(epoch)
-        if args.warmup_epochs and epoch <= args.warmup_epochs:     # warm-up: the trunk frozen, then thawed
-            for p in net.backbone.collect_params().values():
-                p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
-        for i, (images, labels) in enumerate(train_loader):
-            trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
-            loss_value, embeddings, labels = train_step(net, loss_fn, trainer, images, labels, ctx)
-            global_step = epoch * steps_per_epoch + i + 1
-            if not np.isfinite(loss_value):
-                last = checkpoints.latest()
-                raise TrainingDiverged('loss is %s at epoch %d, iteration %d (global step %d); %s'
-                                       % (loss_value, epoch + 1, i + 1, global_step,
-                                          'the last good checkpoint is %s (--resume)' % last if last
-                                          else 'no checkpoint was written yet'))
-            if chief and i % args.summary_step == 0:
-                summary.scalar('lr', trainer.learning_rate, global_step)
-                summary.scalar('loss', loss_value, global_step)
-                if measure_synthetic:
-                    synthetic = loss_fn.synthetic_negative_fraction(embeddings, labels)
-                    summary.scalar(SYNTHETIC_TAG, synthetic, global_step)
-        if not chief:
-            continue
-        summary.scalar('lr_epoch', trainer.learning_rate, epoch + 1)
-        summary.scalar('loss_epoch', loss_value, epoch + 1)
-        postfix = dict(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
-        if synthetic is not None:
-            postfix['synthetic'] = '%.2f' % synthetic
-        epochs.set_postfix(**postfix)
-        last = epoch + 1 == args.epochs
-        if (epoch + 1) % args.eval_epoch_term == 0 or last:
-            metrics, embeddings = evaluate_net(net, loaders, ctx, args)
-            summary.metrics(metrics, global_step, epoch + 1)
-            line = fmt(metrics)
-            if loaders.val:     # choose the epoch on held-out training classes, not on the test set
-                chosen = evaluate_net(net, loaders, ctx, args, split='val')[0]
-                summary.metrics(chosen, global_step, epoch + 1, prefix='val_')
-                line = 'val %s | test %s' % (fmt(chosen), line)
-            else:
-                chosen = metrics
-            if chosen.get(recall1, -1) > best_chosen:
-                best_chosen, best = chosen[recall1], dict(metrics)
-                summary.metrics({recall1: best[recall1]}, global_step, epoch + 1, suffix='/best')
-                save_parameters_atomic(net, os.path.join(args.save_dir, 'model_epoch_%05d.params' % (epoch + 1)))
-                if args.save_embeddings:
-                    save_embeddings(embeddings, os.path.join(args.save_dir, 'embeddings'))
-                line += '  (best)'
-            tqdm.write('[epoch %d] %s' % (epoch + 1, line), file=sys.stdout)
-        if last or (args.checkpoint_epochs and (epoch + 1) % args.checkpoint_epochs == 0):
-            checkpoints.save(epoch + 1, net, trainer, loss_fn, {'best': best, 'best_chosen': best_chosen,
-                                                                     'global_step': global_step})
-    if workers > 1:     # every worker's copy, to check that they agree
-        save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
-    if chief:
-        save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
-        summary.close()
-        print('best: ' + fmt(best))
-        print('logs: tensorboard --logdir %s' % args.save_dir)
+
+    def save(epoch, iteration=0, epoch_random=None):
+        state = {'best': best, 'best_chosen': best_chosen, 'global_step': global_step,
+                 'args': flag_values(args), 'epoch_random': epoch_random}
+        return checkpoints.save(epoch, net, trainer, loss_fn, state, iteration) if chief else None
+
+    try:
+        for epoch in epochs:
+            if hasattr(loss_fn, 'set_epoch'):
+                loss_fn.set_epoch(epoch)
+            if args.warmup_epochs and epoch <= args.warmup_epochs:     # warm-up: the trunk frozen, then thawed
+                for p in net.backbone.collect_params().values():
+                    p.grad_req = 'null' if epoch < args.warmup_epochs else trunk_grad_req[p.name]
+            epoch_random = random_state()       # a mid-epoch checkpoint redraws the epoch from here
+            for i, (images, labels) in enumerate(train_loader):
+                if skip:                        # resumed mid-epoch: these batches were trained
+                    skip -= 1
+                    continue
+                trainer.set_learning_rate(schedule(epoch * steps_per_epoch + i))
+                loss_value, embeddings, labels = train_step(net, loss_fn, trainer, images, labels, ctx)
+                global_step = epoch * steps_per_epoch + i + 1
+                if not np.isfinite(loss_value):
+                    last = checkpoints.latest()
+                    raise TrainingDiverged('loss is %s at epoch %d, iteration %d (global step %d); %s'
+                                           % (loss_value, epoch + 1, i + 1, global_step,
+                                              'the last good checkpoint is %s (--resume)' % last if last
+                                              else 'no checkpoint was written yet'))
+                if chief and i % args.summary_step == 0:
+                    summary.scalar('lr', trainer.learning_rate, global_step)
+                    summary.scalar('loss', loss_value, global_step)
+                    if measure_synthetic:
+                        synthetic = loss_fn.synthetic_negative_fraction(embeddings, labels)
+                        summary.scalar(SYNTHETIC_TAG, synthetic, global_step)
+                if stop.signum:
+                    path = save(epoch, i + 1, epoch_random)
+                    raise Stopped('stopped by %s at epoch %d, iteration %d: checkpoint %s (continue with --resume)'
+                                  % (stop.name, epoch + 1, i + 1, path), stop.signum)
+            if chief:
+                summary.scalar('lr_epoch', trainer.learning_rate, epoch + 1)
+                summary.scalar('loss_epoch', loss_value, epoch + 1)
+                postfix = dict(loss='%.4f' % loss_value, lr='%.1e' % trainer.learning_rate)
+                if synthetic is not None:
+                    postfix['synthetic'] = '%.2f' % synthetic
+                epochs.set_postfix(**postfix)
+                last = epoch + 1 == args.epochs
+                if (epoch + 1) % args.eval_epoch_term == 0 or last:
+                    metrics, chosen, line, embeddings = evaluate_epoch(net, loaders, ctx, args, summary,
+                                                                       global_step, epoch + 1)
+                    if chosen.get(select, -1.0) > (-1.0 if best_chosen is None else best_chosen):
+                        best_chosen, best = chosen[select], dict(metrics)
+                        summary.metrics({select: best[select]} if select in best else {}, global_step, epoch + 1,
+                                        suffix='/best')
+                        save_parameters_atomic(net, os.path.join(args.save_dir,
+                                                                 'model_epoch_%05d.params' % (epoch + 1)))
+                        if args.save_embeddings:
+                            save_embeddings(embeddings, os.path.join(args.save_dir, 'embeddings'))
+                        line += '  (best)'
+                    tqdm.write('[epoch %d] %s' % (epoch + 1, line), file=sys.stdout)
+            if epoch + 1 == args.epochs or (args.checkpoint_epochs and (epoch + 1) % args.checkpoint_epochs == 0) \
+                    or stop.signum:
+                path = save(epoch + 1)
+            if stop.signum:
+                raise Stopped('stopped by %s after epoch %d: checkpoint %s (continue with --resume)'
+                              % (stop.name, epoch + 1, path), stop.signum)
+    finally:
+        if summary:
+            summary.close()
     return best
+
+
+def evaluate_epoch(net, loaders, ctx, args, summary, global_step, epoch):
+    """Test metrics, the metrics that choose the epoch (validation classes when held out, else the
+    test set, as the release does), the log line and the test embeddings; all logged."""
+    metrics, embeddings = evaluate_net(net, loaders, ctx, args)
+    summary.metrics(metrics, global_step, epoch)
+    line = fmt(metrics)
+    chosen = metrics
+    if loaders.val:     # choose the epoch on held-out training classes, not on the test set
+        chosen = evaluate_net(net, loaders, ctx, args, split='val')[0]
+        summary.metrics(chosen, global_step, epoch, prefix='val_')
+        line = 'val %s | test %s' % (fmt(chosen), line)
+    return metrics, chosen, line, embeddings
 
 
 def fmt(metrics):
     return '  '.join('%s %.4f' % kv for kv in metrics.items())
 
 
-def resume_path(args, checkpoints):
-    """The checkpoint folder --resume asks for, or None when 'auto' finds none."""
-    if args.resume != 'auto':
-        if not os.path.isfile(os.path.join(args.resume, 'state.pkl')):
-            raise UserError('--resume %s is not a checkpoint folder (expected %s/state.pkl)'
-                            % (args.resume, args.resume))
-        return args.resume
-    if args.start_epoch:
-        path = os.path.join(checkpoints.root, 'epoch_%05d' % args.start_epoch)
-        if path not in checkpoints.paths():
-            raise UserError('--resume --start_epoch %d: no checkpoint %s; there are: %s'
-                            % (args.start_epoch, path, ', '.join(checkpoints.paths()) or 'none'))
-        return path
-    return checkpoints.latest()
-
-
 def main(argv=None):
+    from utils.interrupt import Stopped
     args = parse_args(argv)
     try:
         train(args)
+    except Stopped as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.status
     except UserError as exc:
         if args.debug:
             raise

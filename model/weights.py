@@ -1,7 +1,7 @@
 """Where pretrained ImageNet weights come from: a file the user names, or gluoncv's model store."""
 import os
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 
 def store_file(name):
@@ -38,6 +38,5 @@ def load_into(net, path, backbone, ctx):
     try:
         net.load_parameters(path, ctx=ctx, cast_dtype=True)
     except Exception as exc:  # MXNet reports missing/extra/mis-shaped parameters as AssertionError etc.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError('pretrained file %s does not match backbone %s (--pretrained_path): %s'
-                        % (path, backbone, first[:300])) from exc
+                        % (path, backbone, first_line(exc))) from exc

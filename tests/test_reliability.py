@@ -1,6 +1,5 @@
 """Crashes and resumption, NaN losses, several devices: training that survives."""
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -33,7 +32,7 @@ def test_resumed_run_continues_exactly(tmp_path):
     assert main.main(SMALL + ['--epochs', '4', '--save_dir', parts]) == 0
     assert main.main(SMALL + ['--epochs', '6', '--save_dir', parts, '--resume']) == 0
     assert losses_of(whole) == losses_of(parts)
-    state = pickle.load(open(os.path.join(parts, 'checkpoints', 'epoch_00006', 'state.pkl'), 'rb'))
+    state = Checkpointer.read_state(os.path.join(parts, 'checkpoints', 'epoch_00006'))
     assert state['epoch'] == 6 and state['global_step'] == 6
     assert [os.path.basename(p) for p in Checkpointer(parts).paths()] == ['epoch_00004', 'epoch_00006']
 
@@ -57,10 +56,11 @@ def test_auto_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
 
 
 def load_checkpoint_files(path):
-    """Every file of a checkpoint folder reads back (params into a fresh model, states, pickle)."""
-    state = pickle.load(open(os.path.join(path, 'state.pkl'), 'rb'))
+    """Every file of a checkpoint folder matches its manifest and reads back (arrays, JSON)."""
+    state = Checkpointer.read_state(path)
     mx.nd.load(os.path.join(path, 'model.params'))
-    assert os.path.getsize(os.path.join(path, 'trainer.states')) > 0
+    assert set(mx.nd.load(os.path.join(path, 'optimizer.params'))) == {
+        'state/%s/%d' % (index, j) for index in state['optimizer']['structure'] for j in (0, 1)}    # Adam: m, v
     return state
 
 
@@ -134,7 +134,7 @@ def test_two_cpu_contexts_equal_one(tmp_path, make_loss):
         params = net.collect_params()
         params.update(loss.collect_params())
         trainer = mx.gluon.Trainer(params, 'sgd', {'learning_rate': 0.1}, kvstore='device')
-        value = main.train_step(net, loss, trainer, images, labels, ctx)
+        value = main.train_step(net, loss, trainer, images, labels, ctx)[0]
         results.append((value, [p.data(c).asnumpy() for p in params.values() for c in ctx]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     one, two = results[0][1], results[1][1]

@@ -1,24 +1,44 @@
-"""Checkpoints that survive crashes: written whole under a temporary name, then renamed.
+"""Checkpoints that survive crashes and run no code when read.
 
-A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch_NNNNN/`` holding ``model.params``,
-``trainer.states`` (optimiser moments and update counts), ``loss.params`` when the loss has
-parameters (proxies), and ``state.pkl``: epoch, global step, best metrics and the Python and NumPy
-random states. It is written as ``.tmp-epoch_NNNNN-PID/`` and renamed in one step, so a kill at any
-moment leaves every earlier checkpoint intact and never a half-written one under a final name;
-old checkpoints are likewise renamed away before they are deleted.
+A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch_NNNNN/`` (or ``epoch_NNNNN_iter_IIIII/``
+when a signal stopped the run after IIIII iterations of epoch NNNNN + 1) holding only data:
+
+    model.params       the embedding network (MXNet's NDArray format: arrays, nothing else)
+    loss.params        the loss's parameters (proxies), when it has any
+    optimizer.params   the optimiser's states (Adam moments, ...), keyed by parameter position
+    state.json         epoch, iteration, global step, best metrics, the run's flags, the Python
+                       and NumPy random states, the optimiser's update counts
+    manifest.json      format version, and the size and SHA-256 of every file above
+
+Nothing is unpickled: MXNet's own ``Trainer.save_states``/``load_states`` pickle the optimiser,
+so a crafted file could run code; here the optimiser's state arrays are written with
+``mx.nd.save`` and its counters as JSON. Checkpoints of the old format (``state.pkl``) are refused.
+
+Writing: every file goes into ``.tmp-NAME-PID/``, is fsynced, the manifest last, then the folder
+is renamed in one step and the parent fsynced, so a kill at any moment leaves every earlier
+checkpoint intact and never a half-written one under a final name. Reading: the manifest is
+checked first; a checkpoint with a missing, changed or truncated file is corrupt, and
+``Checkpointer.newest_valid`` falls back to the previous one.
 """
+import hashlib
+import json
 import os
-import pickle
 import random
 import re
 import shutil
 
+import mxnet as mx
 import numpy as np
-from mxnet.base import MXNetError
 
-from .errors import UserError
+from .errors import UserError, first_line
 
-_NAME = re.compile(r'^epoch_(\d{5,})$')
+FORMAT = 2
+_NAME = re.compile(r'^epoch_(\d{5,})(?:_iter_(\d{5,}))?$')
+MANIFEST = 'manifest.json'
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint folder whose files do not match its manifest (or that has none)."""
 
 
 def _fsync_dir(path):
@@ -29,67 +49,224 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def _fsync_file(path):
+    with open(path, 'rb') as f:
+        os.fsync(f.fileno())
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_error(path, exc):
+    """The UserError of a failed write (disk full, permissions), one line naming the path."""
+    return UserError('cannot write %s: %s' % (path, exc.strerror or first_line(exc)))
+
+
 def save_parameters_atomic(net, path):
     """net.save_parameters(path) such that a crash at any moment leaves the old file (or none)."""
     tmp = '%s.tmp-%d' % (path, os.getpid())
     try:
         net.save_parameters(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _flatten(state, key, arrays):
+    """An optimiser state (None, an NDArray, or nested tuples of them) as a JSON structure; its
+    arrays go into ``arrays`` under ``key``, ``key/0``, ``key/0/1``, ..."""
+    if state is None:
+        return None
+    if isinstance(state, mx.nd.NDArray):
+        arrays[key] = state.as_in_context(mx.cpu())
+        return 'array'
+    if isinstance(state, (tuple, list)):
+        return [_flatten(s, '%s/%d' % (key, j), arrays) for j, s in enumerate(state)]
+    raise TypeError('cannot checkpoint an optimiser state of type %s' % type(state).__name__)
+
+
+def _unflatten(structure, key, arrays):
+    if structure is None:
+        return None
+    if structure == 'array':
+        if key not in arrays:
+            raise ValueError('optimizer.params lacks %s' % key)
+        return arrays[key]
+    return tuple(_unflatten(s, '%s/%d' % (key, j), arrays) for j, s in enumerate(structure))
+
+
+def optimizer_state(trainer):
+    """(arrays {key: NDArray}, JSON-able dict) of a gluon Trainer's optimiser states and counters.
+
+    Parameters are keyed by their position in the trainer (the network's, then the loss's, as
+    main.py builds it; block names carry process-wide counters), with their shapes to check on load.
+    """
+    arrays, structure = {}, {}
+    for index, state in sorted(trainer._updaters[0].states.items()):
+        structure[str(index)] = _flatten(state, 'state/%d' % index, arrays)
+    opt = trainer._optimizer
+    counts = {str(device): {str(i): int(c) for i, c in per_index.items()}
+              for device, per_index in opt._all_index_update_counts.items()}
+    return arrays, {'structure': structure, 'update_counts': counts, 'num_update': int(opt.num_update),
+                    'shapes': [list(p.shape) for p in trainer._params]}
+
+
+def restore_optimizer_state(trainer, arrays, info):
+    """Put states and counters saved by optimizer_state into every device's updater of ``trainer``.
+    Flags such as the learning rate and weight decay stay the trainer's own (the new run's)."""
+    shapes = [list(p.shape) for p in trainer._params]
+    if info['shapes'] != shapes:
+        raise ValueError('its optimiser states are for %d parameters of other shapes than this model\'s %d'
+                         % (len(info['shapes']), len(shapes)))
+    states = {int(i): _unflatten(s, 'state/%s' % i, arrays) for i, s in info['structure'].items()}
+    for updater in trainer._updaters:
+        # each device's updater moves its copy to its own context on first use
+        updater.states = dict(states)
+        updater.states_synced = dict.fromkeys(states, False)
+    opt = trainer._optimizer
+    opt._all_index_update_counts = {int(device): {int(i): c for i, c in per.items()}
+                                    for device, per in info['update_counts'].items()}
+    opt._all_index_update_counts.setdefault(0, {})
+    opt._index_update_count = opt._all_index_update_counts[0]
+    opt.num_update = info['num_update']
+
+
+def random_state():
+    """Python's and NumPy's global random states as JSON-able lists."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {'python': [version, list(internal), gauss],
+            'numpy': [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def set_random_state(state):
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def checkpoint_name(epoch, iteration=0):
+    return 'epoch_%05d' % epoch + ('_iter_%05d' % iteration if iteration else '')
+
+
+def verify(path):
+    """Check a checkpoint folder against its manifest; raises CorruptCheckpoint, or UserError for
+    the old pickle format. Returns the manifest's file list."""
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
+        if os.path.exists(os.path.join(path, 'state.pkl')):
+            raise UserError('%s is a checkpoint of an older version (state.pkl, a pickle, which can run code '
+                            'when read): it is not read; resume it with the version that wrote it, or start afresh'
+                            % path)
+        raise CorruptCheckpoint('no %s' % MANIFEST)
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            manifest = json.load(f)
+        files = manifest['files']
+        if manifest.get('format') != FORMAT:
+            raise CorruptCheckpoint('format %r, expected %d' % (manifest.get('format'), FORMAT))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptCheckpoint('unreadable %s (%s)' % (MANIFEST, first_line(exc))) from exc
+    for name, entry in sorted(files.items()):
+        file = os.path.join(path, name)
+        if os.path.basename(name) != name or not os.path.isfile(file):
+            raise CorruptCheckpoint('%s is missing' % name)
+        if os.path.getsize(file) != entry.get('size') or _sha256(file) != entry.get('sha256'):
+            raise CorruptCheckpoint('%s does not match its checksum' % name)
+    return files
+
+
 class Checkpointer:
-    """Save, list and load the checkpoints under ``save_dir/checkpoints``, keeping the newest ``keep``."""
+    """Save, list, verify and load the checkpoints under ``save_dir/checkpoints``, keeping the newest ``keep``."""
 
     def __init__(self, save_dir, keep=2):
         self.root = os.path.join(save_dir, 'checkpoints')
         self.keep = keep
 
     def paths(self):
-        """Complete checkpoints, oldest first."""
+        """Checkpoint folders by name (complete or not: see verify), oldest first."""
         if not os.path.isdir(self.root):
             return []
-        names = sorted((int(m.group(1)), n) for n in os.listdir(self.root) for m in [_NAME.match(n)] if m)
-        return [os.path.join(self.root, n) for _, n in names]
+        names = sorted((int(m.group(1)), int(m.group(2) or 0), n)
+                       for n in os.listdir(self.root) for m in [_NAME.match(n)] if m)
+        return [os.path.join(self.root, n) for _, _, n in names]
 
     def latest(self):
         paths = self.paths()
         return paths[-1] if paths else None
 
-    def save(self, epoch, net, trainer, loss, state):
-        """Write checkpoint ``epoch`` (the number of finished epochs); ``state`` is a picklable dict."""
-        os.makedirs(self.root, exist_ok=True)
-        for name in os.listdir(self.root):      # left behind by a killed run
-            if name.startswith(('.tmp-', '.trash-')):
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
-        final = os.path.join(self.root, 'epoch_%05d' % epoch)
-        tmp = os.path.join(self.root, '.tmp-epoch_%05d-%d' % (epoch, os.getpid()))
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+    def newest_valid(self, warn):
+        """The newest checkpoint that passes verify, or None when there are none at all; each corrupt
+        one newer than it is reported through ``warn(line)``. UserError when all are corrupt."""
+        paths = self.paths()
+        bad = []
+        for path in reversed(paths):
+            try:
+                verify(path)
+            except CorruptCheckpoint as exc:
+                warn('checkpoint %s is corrupt (%s): using the one before it' % (path, exc))
+                bad.append(path)
+                continue
+            return path
+        if bad:
+            raise UserError('no usable checkpoint to resume: %s are corrupt; start afresh with a new --save_dir'
+                            % ', '.join(bad))
+        return None
+
+    def save(self, epoch, net, trainer, loss, state, iteration=0):
+        """Write checkpoint ``epoch`` (finished epochs), plus ``iteration`` steps of the next one when
+        a signal stopped the run mid-epoch; ``state`` a JSON-able dict. UserError when the disk fails."""
+        final = os.path.join(self.root, checkpoint_name(epoch, iteration))
+        tmp = os.path.join(self.root, '.tmp-%s-%d' % (os.path.basename(final), os.getpid()))
         try:
-            net.save_parameters(os.path.join(tmp, 'model.params'))
-            trainer.save_states(os.path.join(tmp, 'trainer.states'))
-            if list(loss.collect_params().values()):
-                loss.save_parameters(os.path.join(tmp, 'loss.params'))
-            state = dict(state, epoch=epoch, python_random=random.getstate(), numpy_random=np.random.get_state())
-            with open(os.path.join(tmp, 'state.pkl'), 'wb') as f:
-                pickle.dump(state, f)
-            for name in os.listdir(tmp):
-                with open(os.path.join(tmp, name), 'rb') as f:
-                    os.fsync(f.fileno())
+            os.makedirs(self.root, exist_ok=True)
+            for name in os.listdir(self.root):      # left behind by a killed run
+                if name.startswith(('.tmp-', '.trash-')):
+                    shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            os.makedirs(tmp)
+            self._write(tmp, net, trainer, loss, dict(state, epoch=epoch, iteration=iteration))
             if os.path.isdir(final):        # the same epoch saved again (a resumed run): replace it
                 self._discard(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
+        except OSError as exc:
+            raise write_error(final, exc) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         for old in self.paths()[:-self.keep]:
             self._discard(old)
         return final
+
+    @staticmethod
+    def _write(folder, net, trainer, loss, state):
+        net.save_parameters(os.path.join(folder, 'model.params'))
+        if list(loss.collect_params().values()):
+            loss.save_parameters(os.path.join(folder, 'loss.params'))
+        if trainer._update_on_kvstore:      # dist_async: the states live on the servers
+            state['optimizer'] = None
+        else:
+            arrays, state['optimizer'] = optimizer_state(trainer)
+            mx.nd.save(os.path.join(folder, 'optimizer.params'), arrays)
+        state['random'] = random_state()
+        with open(os.path.join(folder, 'state.json'), 'w') as f:
+            json.dump(state, f)
+        files = {}
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            _fsync_file(path)
+            files[name] = {'size': os.path.getsize(path), 'sha256': _sha256(path)}
+        with open(os.path.join(folder, MANIFEST), 'w') as f:
+            json.dump({'format': FORMAT, 'files': files}, f, indent=1)
+        _fsync_file(os.path.join(folder, MANIFEST))
 
     def _discard(self, path):
         """Remove a checkpoint: renamed out of the listing first, so a kill mid-removal leaves no
@@ -99,21 +276,34 @@ class Checkpointer:
         shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
+    def read_state(path):
+        """The state.json of a checkpoint folder, verified; UserError naming it when it is corrupt."""
+        try:
+            verify(path)
+            with open(os.path.join(path, 'state.json')) as f:
+                return json.load(f)
+        except CorruptCheckpoint as exc:
+            raise UserError('cannot resume from %s (--resume): corrupt checkpoint (%s)' % (path, exc)) from exc
+        except (OSError, ValueError) as exc:
+            raise UserError('cannot resume from %s (--resume): %s' % (path, first_line(exc))) from exc
+
+    @staticmethod
     def load(path, net, trainer, loss, ctx):
-        """Restore a checkpoint folder into net, trainer and loss; returns its state dict.
+        """Verify a checkpoint folder and restore it into net, trainer and loss; returns its state.
 
         The random states are restored too, so the resumed run draws what the uninterrupted one would.
+        UserError (one line naming the folder) when it is corrupt or does not fit the model.
         """
         try:
-            with open(os.path.join(path, 'state.pkl'), 'rb') as f:
-                state = pickle.load(f)
+            state = Checkpointer.read_state(path)
             net.load_parameters(os.path.join(path, 'model.params'), ctx=ctx)
             if os.path.exists(os.path.join(path, 'loss.params')):
                 loss.load_parameters(os.path.join(path, 'loss.params'), ctx=ctx)
-            trainer.load_states(os.path.join(path, 'trainer.states'))
-        except (OSError, EOFError, pickle.UnpicklingError, AssertionError, ValueError, MXNetError) as exc:
-            raise UserError('cannot resume from %s (--resume): %s' % (path, str(exc).splitlines()[0] if str(exc)
-                                                                       else type(exc).__name__)) from exc
-        random.setstate(state.pop('python_random'))
-        np.random.set_state(state.pop('numpy_random'))
+            if state.get('optimizer'):
+                arrays = mx.nd.load(os.path.join(path, 'optimizer.params'))
+                # an empty dict comes back as an empty list
+                restore_optimizer_state(trainer, arrays or {}, state['optimizer'])
+            set_random_state(state.pop('random'))
+        except (OSError, KeyError, TypeError, AssertionError, ValueError, mx.base.MXNetError) as exc:
+            raise UserError('cannot resume from %s (--resume): %s' % (path, first_line(exc))) from exc
         return state

@@ -1,7 +1,9 @@
 """Devices and distributed training: --ctx / --gpu_idx, the kvstore, and this process's rank."""
+import os
+
 import mxnet as mx
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def parse_contexts(ctx=None, gpu_idx=None):
@@ -33,15 +35,27 @@ def parse_contexts(ctx=None, gpu_idx=None):
     return [mx.gpu(i) if kind == 'gpu' else mx.cpu(i) for kind, i in spec]
 
 
+# --kvstore values MXNet 1.9.1 creates
+KVSTORES = ('device', 'local', 'nccl', 'dist_sync', 'dist_async', 'dist_sync_device', 'dist_async_device',
+            'dist_device_sync')
+_DMLC = ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER', 'DMLC_NUM_WORKER')
+
+
 def create_kvstore(name):
     """(kvstore for gluon.Trainer, rank, number of workers). ``dist_*`` joins MXNet's parameter server,
     whose addresses come from the DMLC_* environment variables that MXNet's launcher sets."""
+    if name not in KVSTORES:
+        raise UserError('unknown --kvstore %r; choose one of %s' % (name, ', '.join(KVSTORES)))
     if not name.startswith('dist'):
         return name, 0, 1
+    hint = "launch with MXNet's tools/launch.py or set %s" % ', '.join(_DMLC)
+    missing = [v for v in _DMLC if v not in os.environ]
+    if missing:
+        raise UserError('--kvstore %s needs a parameter server, but %s %s not set: %s'
+                        % (name, ', '.join(missing), 'is' if len(missing) == 1 else 'are', hint))
     try:
         kv = mx.kv.create(name)
     except mx.base.MXNetError as exc:
-        raise UserError('--kvstore %s: cannot join the parameter server (%s); launch with MXNet\'s '
-                        'tools/launch.py or set DMLC_ROLE, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, DMLC_NUM_SERVER, '
-                        'DMLC_NUM_WORKER' % (name, str(exc).splitlines()[0])) from exc
+        raise UserError('--kvstore %s: cannot join the parameter server (%s); %s'
+                        % (name, first_line(exc), hint)) from exc
     return kv, kv.rank, kv.num_workers

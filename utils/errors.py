@@ -7,3 +7,19 @@ shown only with ``--debug``. Raise it with a message that names the file or flag
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+def first_line(exc):
+    """The one line of an exception worth showing a user.
+
+    MXNet's errors read ``Traceback (most recent call last): ... MXNetError: Check failed: ...``:
+    their reason is the last line. Others: the first line, or the type's name when empty.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if lines[0].startswith('Traceback') else lines[0]
+    for prefix in ('MXNetError: ', 'mxnet.base.MXNetError: '):
+        if line.startswith(prefix):
+            line = line[len(prefix):]
+    return line[:300]

@@ -1,0 +1,70 @@
+"""What --resume continues from, and which of the run's flags a resumed run may change.
+
+A checkpoint records the flags of the run that wrote it (state.json, ``args``). On resume:
+  - flags that define the model, the loss or the data (backbone, embed_dim, loss and its
+    parameters, n_inner_pts, optim, data set, batch layout, seed, ...) must be the same: each
+    difference is named, and the run stops;
+  - the flags in MAY_CHANGE (schedule length, learning rate and its schedule, weight decay,
+    evaluation, logging, checkpointing, workers, devices, data location) are applied, each change
+    said in one line; main.py writes them to args.txt;
+  - IGNORED flags say how to run, not what is trained.
+"""
+import os
+
+from .checkpoint import checkpoint_name
+from .errors import UserError
+
+MAY_CHANGE = frozenset((
+    'epochs', 'lr', 'lr_decay_factor', 'lr_decay_epochs', 'wd', 'momentum', 'base_lr_mult', 'proxy_lr_mult',
+    'eval_epoch_term', 'recallk', 'eval_metrics', 'select_metric', 'summary_step', 'save_embeddings',
+    'checkpoint_epochs', 'keep_checkpoints', 'num_workers', 'ctx', 'gpu_idx', 'kvstore', 'check_images',
+    'skip_bad_images', 'data_dir', 'pretrained_path', 'eval_qe', 'eval_dba', 'cache_images'))
+IGNORED = frozenset(('config', 'resume', 'debug', 'start_epoch', 'save_dir', 'overwrite', 'init_from',
+                     'alpha', 'beta', 'sigma'))
+
+
+def flag_values(args):
+    """The run's flags as JSON values (lists for the comma-separated ones)."""
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in sorted(vars(args).items())}
+
+
+def _show(value):
+    return ','.join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def compare_flags(saved, current, checkpoint):
+    """Lines for the MAY_CHANGE flags that differ; UserError naming every other flag that differs.
+
+    saved, current: flag_values of the checkpoint's run and of this one. Flags only one side knows
+    (another version of main.py) are not compared.
+    """
+    fixed, applied = [], []
+    for key in sorted((set(saved) & set(current)) - IGNORED):
+        if saved[key] != current[key]:
+            line = '--%s %s -> %s' % (key, _show(saved[key]), _show(current[key]))
+            (applied if key in MAY_CHANGE else fixed).append(line)
+    if fixed:
+        raise UserError('--resume %s: these flags change the model, the loss or the data, so it cannot continue '
+                        'with them: %s (use the flags of its args.txt, or a new --save_dir)'
+                        % (checkpoint, '; '.join(fixed)))
+    return ['resume: %s (applied)' % line for line in applied]
+
+
+def resume_path(resume, start_epoch, checkpoints, warn):
+    """The checkpoint folder --resume asks for, or None when 'auto' finds none.
+
+    resume: 'auto' (the newest usable checkpoint in --save_dir; corrupt newer ones are reported
+    through ``warn`` and skipped) or a folder; start_epoch: with 'auto', that epoch's checkpoint.
+    """
+    if resume != 'auto':
+        if not os.path.isfile(os.path.join(resume, 'manifest.json')) and \
+                not os.path.isfile(os.path.join(resume, 'state.pkl')):
+            raise UserError('--resume %s is not a checkpoint folder (expected %s/manifest.json)' % (resume, resume))
+        return resume
+    if start_epoch:
+        path = os.path.join(checkpoints.root, checkpoint_name(start_epoch))
+        if path not in checkpoints.paths():
+            raise UserError('--resume --start_epoch %d: no checkpoint %s; there are: %s'
+                            % (start_epoch, path, ', '.join(checkpoints.paths()) or 'none'))
+        return path
+    return checkpoints.newest_valid(warn)
