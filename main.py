@@ -35,8 +35,15 @@ def int_list(s):
     return values
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one UserError line, like every other bad input (no usage dump)."""
+
+    def error(self, message):
+        raise UserError(message + ' (see --help)')
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon',
+    p = OneLineParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a('--config', default=None,
@@ -161,7 +168,7 @@ def read_config(path):
 def write_config(args, path):
     """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run."""
     import shlex
-    skip = {'config', 'resume', 'debug', 'start_epoch'}
+    skip = {'config', 'resume', 'debug', 'start_epoch', 'overwrite'}
     switches = {a.dest for a in build_parser()._actions if a.nargs == 0}     # store_true flags
     lines = ['# written by main.py; python3 main.py --config %s repeats this run' % path]
     for key, value in sorted(vars(args).items()):
@@ -184,10 +191,7 @@ def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     known, _ = parser.parse_known_args(argv)
     if known.config:
-        try:
-            argv = read_config(known.config) + argv     # later flags win: the command line overrides
-        except UserError as exc:
-            parser.error(str(exc))
+        argv = read_config(known.config) + argv     # later flags win: the command line overrides
         known, _ = parser.parse_known_args(argv)
     parser.set_defaults(**DEFAULTS.get(known.data_name.lower(), {}))
     args = parser.parse_args(argv)
@@ -595,14 +599,14 @@ def fmt(metrics):
 
 def main(argv=None):
     from utils.interrupt import Stopped
-    args = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        train(args)
+        train(parse_args(argv))
     except Stopped as exc:
         print(str(exc), file=sys.stderr)
         return exc.status
     except UserError as exc:
-        if args.debug:
+        if '--debug' in argv:
             raise
         print('error: %s' % exc, file=sys.stderr)
         return 2

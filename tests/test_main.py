@@ -222,3 +222,36 @@ def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
     final = mx.nd.load(str(tmp_path / 'model_final.params'))
     key = [k for k in final if k.startswith('backbone.0.')][0]
     assert not np.array_equal(final[key].asnumpy(), trunk[2])                          # epoch 3: trains
+
+
+def test_lr_schedule_steps_per_iteration(tmp_path):
+    """Two iterations per epoch (batches of 2 of the 5 digit classes), decays at epochs 1 and 2: the
+    logged lr follows MXNet's MultiFactorScheduler over the global iteration, not the epoch."""
+    import mxnet as mx
+    assert main.main(['--batch_size', '16', '--num_instances', '8', '--epochs', '3', '--eval_epoch_term', '3',
+                      '--summary_step', '1', '--lr', '0.01', '--lr_decay_epochs', '1,2', '--lr_decay_factor', '0.5',
+                      '--save_dir', str(tmp_path)]) == 0
+    logged = read_scalars(str(tmp_path))['lr']
+    expected = mx.lr_scheduler.MultiFactorScheduler(step=[2, 4], factor=0.5, base_lr=0.01)
+    assert [s for s, _ in logged] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([v for _, v in logged], [expected(t) for t in range(6)], rtol=1e-6)
+    assert len({v for _, v in logged[2:4]}) == 2          # it changes inside an epoch
+
+
+def test_see_schedule_reaches_the_loss(tmp_path, monkeypatch):
+    """SEE's expanded fraction follows its epoch schedule in a main.py run."""
+    from loss.see_proxy_anchor import SEEProxyAnchorLoss, selected_fraction
+    seen = []
+    real = SEEProxyAnchorLoss.forward
+
+    def spy(self, embeddings, labels):
+        seen.append(self.fraction)
+        return real(self, embeddings, labels)
+    monkeypatch.setattr(SEEProxyAnchorLoss, 'forward', spy)
+    assert main.main(['--loss', 'see_proxy_anchor', '--epochs', '4', '--eval_epoch_term', '4', '--batch_size', '10',
+                      '--num_instances', '2', '--n_expansion', '4', '--min_thresh', '0.1', '--max_thresh', '0.5',
+                      '--save_dir', str(tmp_path)]) == 0
+    per_epoch = [selected_fraction(e, 4, 0.5, 0.1) for e in range(4)]
+    assert len(set(per_epoch)) == 4
+    assert sorted(set(seen)) == sorted(per_epoch)
+    assert seen == sorted(seen)                           # one value per epoch, rising

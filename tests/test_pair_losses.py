@@ -178,3 +178,22 @@ def test_adam_steps_lower_the_loss(name, n):
     final = loss(net(x), y).asscalar()
     # unit embeddings bound N-pair's and lifted's logits, hence their high floor: ask for 15% off
     assert final < 0.85 * initial, (initial, final)
+
+
+@pytest.mark.parametrize('n', [0, 2])
+def test_lifted_hinge_inactive_side(n):
+    """Some positive pairs with J_ij < 0 (clustered classes far apart, small margin), some with
+    J_ij > 0: relu(J)^2 must pass no gradient from the former and the exact one from the latter."""
+    rng = np.random.RandomState(4)
+    centres = 3 * np.eye(4)[:3]
+    y = np.repeat([0, 1, 2], 4).astype(np.float64)
+    e = centres[y.astype(int)] + rng.randn(12, 4) * np.array([0.05] * 8 + [1.2] * 4)[:, None]
+    D, Dn = ref.distance_matrices(e, n, l2_norm=False)
+    J = [np.log(sum(np.exp(0.1 - Dn[i, k]) for k in range(12) if y[k] != y[i]) +
+                sum(np.exp(0.1 - Dn[j, k]) for k in range(12) if y[k] != y[j])) + D[i, j]
+         for i in range(12) for j in range(i + 1, 12) if y[i] == y[j]]
+    assert min(J) < 0 < max(J), 'the batch must hold both sides of the hinge'
+    out, grad = run_loss('lifted', e, y, num_instances=4, n_inner_pts=n, l2_norm=False, margin=0.1)
+    np.testing.assert_allclose(out, reference('lifted', e, y, n, False, margin=0.1), rtol=1e-10)
+    expected = ref.numeric_grad(lambda v: reference('lifted', v, y, n, False, margin=0.1), e.copy())
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
