@@ -128,3 +128,16 @@ def test_main_passes_cache_images_to_the_loaders(tmp_path, monkeypatch):
         with pytest.raises(Stop):
             main.main(['--save_dir', str(tmp_path / str(expected))] + flags)
     assert seen == [False, True]
+
+
+@pytest.mark.slow
+def test_main_trains_alike_with_and_without_the_cache(tmp_path, capsys):
+    # Bit-identical batches and the same seeds: the same training, to the last printed digit.
+    quick = ['--epochs', '6', '--eval_epoch_term', '3', '--batch_size', '40', '--num_instances', '8']
+    best = []
+    for flags in ([], ['--cache_images']):
+        assert main.main(quick + flags + ['--save_dir', str(tmp_path / str(len(flags)))]) == 0
+        out = capsys.readouterr().out
+        assert ('caching ' in out) == bool(flags)
+        best.append([line for line in out.splitlines() if line.startswith(('best:', '[epoch'))])
+    assert best[0] == best[1] and len(best[0]) == 3
