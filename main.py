@@ -60,6 +60,8 @@ def build_parser():
     a('--check_images', action='store_true', help='decode every image once before training')
     a('--skip_bad_images', action='store_true',
       help='leave out images that cannot be decoded (with a warning) instead of stopping')
+    a('--cache_images', action='store_true',
+      help='decode every image once and keep it resized in shared memory (README: sizes; for GPUs)')
     a('--image_size', default=227, type=int, help='width and height of input images')
     a('--batch_size', default=128, type=int, help='images per training batch')
     a('--num_instances', default=32, type=int, help='images per class in a batch (even with EE)')
@@ -417,7 +419,8 @@ def train(args):
         loaders = build_split_loaders(
             args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances, args.num_workers,
             val_class_ratio=args.val_class_ratio, check_images=args.check_images,
-            skip_bad_images=args.skip_bad_images, train_class_ratio=args.train_class_ratio, part=(rank, workers))
+            skip_bad_images=args.skip_bad_images, cache_images=args.cache_images,
+            train_class_ratio=args.train_class_ratio, part=(rank, workers))
         stop.arm()
         print('data %s: %s' % (args.data_name, ', '.join(
             '%s %d images of %d classes' % (name, len(labels), len(np.unique(labels))) for name, labels in

@@ -26,6 +26,11 @@ def read_rgb(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def decode(source):
+    """An item's source as HxWx3 uint8 RGB: an array as it is, a path by read_rgb."""
+    return source if isinstance(source, np.ndarray) else read_rgb(source)
+
+
 class ImageList(mx.gluon.data.Dataset):
     """Images and integer class labels.
 
@@ -53,7 +58,7 @@ class ImageList(mx.gluon.data.Dataset):
 
     def __getitem__(self, idx):
         source, label = self.items[idx]
-        image = source if isinstance(source, np.ndarray) else read_rgb(source)
+        image = decode(source)
         if self.transform is not None:
             image = self.transform(image)
         return image, np.int32(label)

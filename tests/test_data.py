@@ -147,6 +147,18 @@ def test_test_transform_of_constant_image_is_normalised_constant():
         np.testing.assert_allclose(out[c], expected, rtol=0, atol=1e-6)
 
 
+def test_normalisation_table_gives_the_formulas_bits():
+    # Every level in every channel, through a cropped and a flipped view as the train transform makes.
+    levels = np.stack([np.roll(np.arange(256, dtype=np.uint8), 85 * c) for c in range(3)], axis=-1)
+    image = np.concatenate([levels.reshape(16, 16, 3), random_image(16, 16)], axis=1)
+    for view in (image, image[2:14, 3:], image[:, ::-1]):
+        x = view.astype(np.float32) / np.float32(255.0)
+        expected = ((x - T.IMAGENET_MEAN) / T.IMAGENET_STD).transpose(2, 0, 1)
+        out = T.to_normalised_chw(view)
+        assert out.dtype == np.float32 and out.flags['C_CONTIGUOUS']
+        np.testing.assert_array_equal(out, expected)
+
+
 def test_train_transform_repeatable_with_seed():
     transform, image = T.train_transform(20), random_image()
     random.seed(5)
