@@ -3,7 +3,6 @@
 Randomness comes from Python's ``random`` module, so seeding it makes runs repeatable with
 ``num_workers=0``. The transforms are module-level classes so that DataLoader workers can pickle them.
 """
-import os
 import random
 
 import cv2
@@ -55,18 +54,14 @@ class TrainTransform:
     def __init__(self, image_size):
         self.image_size = int(image_size)
         self.sizes = (self.image_size, int(round(self.image_size * TRANSLATION_SCALE)))
-        self._pid = os.getpid()
 
     def __call__(self, image):
         return self.from_resized(lambda side: resize(image, side))
 
     def from_resized(self, resized):
         """resized(side) -> the image resized to side x side x 3 uint8, side in ``sizes``."""
-        if os.getpid() != self._pid:
-            # A forked DataLoader worker inherits the parent's random state: without a reseed every
-            # worker would draw the same crops and flips.
-            self._pid = os.getpid()
-            random.seed(random.getrandbits(64) ^ self._pid)
+        # Forked DataLoader workers draw different crops and flips: Python reseeds ``random`` in
+        # every forked child itself (os.register_at_fork), so no reseed is needed here.
         size, big = self.sizes
         if random.random() < 0.5:
             image = resized(size)
