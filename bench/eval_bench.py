@@ -15,10 +15,20 @@ the GEMM and the metrics see the same machine load.
     python3 bench/eval_bench.py --datasets sop --reps 3 --threads 1
     python3 bench/eval_bench.py --datasets sop --reps 1 \
         --tasks gemm,retrieval-plain,kmeans-default,kmeans-full1,kmeans-mb5
+    python3 bench/eval_bench.py --datasets sop --reps 3 --threads 1 --tasks gemm,recall,retrieval \
+        --baseline 3ad607d
+
+--baseline REV also times utils/evaluation.py of git revision REV (copied to a temporary folder,
+removed at exit) on every task but gemm: in each round the baseline's worker and ours run one
+after the other on the same saved embeddings (which goes first alternates between rounds), and
+the table gains the ratio ours / baseline per round (median and range over the rounds).
 """
 import argparse
+import atexit
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,9 +97,32 @@ def _kmeans(kind, max_iter):
     return run
 
 
-def worker(task, data_dir, recallk):
+def load_baseline(rev):
+    """Write utils/evaluation.py of git revision rev to a temporary folder (removed at exit)."""
+    root = tempfile.mkdtemp(prefix='eval_baseline_')
+    atexit.register(shutil.rmtree, root, True)
+    text = subprocess.run(['git', 'show', '%s:utils/evaluation.py' % rev], cwd=REPO, check=True,
+                          capture_output=True, text=True).stdout
+    path = os.path.join(root, 'evaluation_%s.py' % rev.replace('/', '_'))
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def import_evaluation(path):
+    """utils.evaluation, or the module at path (a baseline copy) when path is given."""
+    if not path:
+        import utils.evaluation as ev
+        return ev
+    spec = importlib.util.spec_from_file_location('baseline_evaluation', path)
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    return ev
+
+
+def worker(task, data_dir, recallk, module_path=None):
     """Run one task on the saved embeddings; returns a dict for the parent."""
-    import utils.evaluation as ev
+    ev = import_evaluation(module_path)
     emb = np.load(os.path.join(data_dir, 'emb.npy'))
     labels = np.load(os.path.join(data_dir, 'labels.npy'))
     base_mb = vm_hwm_mb()
@@ -124,9 +157,11 @@ def worker(task, data_dir, recallk):
             'peak_mb': vm_hwm_mb(), 'base_mb': base_mb, 'result': result}
 
 
-def run_worker(task, data_dir, recallk, threads):
+def run_worker(task, data_dir, recallk, threads, module_path=None):
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', task, '--data-dir', data_dir,
            '--recallk', ','.join(map(str, recallk))]
+    if module_path:
+        cmd += ['--module', module_path]
     env = dict(os.environ)
     if threads:
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
@@ -147,7 +182,7 @@ def machine():
         os.cpu_count(), model, np.__version__, os.environ.get('OPENBLAS_CORETYPE', '(unset)'))
 
 
-def bench(name, tasks, reps, tmp, threads):
+def bench(name, tasks, reps, tmp, threads, baseline=None, rev=''):
     n, n_classes, noise, recallk = DATASETS[name]
     data_dir = os.path.join(tmp, name)
     os.makedirs(data_dir)
@@ -155,28 +190,49 @@ def bench(name, tasks, reps, tmp, threads):
     np.save(os.path.join(data_dir, 'emb.npy'), emb)
     np.save(os.path.join(data_dir, 'labels.npy'), labels)
     del emb, labels
-    runs = {t: [] for t in tasks}
+    tag = ' at %s' % rev
+    # (label, task, module path): ours, and the baseline's right after (before) it
+    contenders = []
+    for t in tasks:
+        contenders.append((t, t, None))
+        if baseline and t != 'gemm':
+            contenders.append((t + tag, t, baseline))
+    runs = {c[0]: [] for c in contenders}
     for rep in range(reps):
-        for t in tasks:
-            runs[t].append(run_worker(t, data_dir, recallk, threads))
-            print('  %s rep %d %-16s %7.2f s  cpu %7.1f s  peak %5.0f MB' % (
-                name, rep, t, runs[t][-1]['seconds'], runs[t][-1]['cpu_seconds'],
-                runs[t][-1]['peak_mb']),
+        order = list(contenders)
+        if baseline and rep % 2:
+            # swap each (ours, baseline) pair, so neither always runs first
+            for i in range(len(order) - 1):
+                if order[i][0] + tag == order[i + 1][0]:
+                    order[i], order[i + 1] = order[i + 1], order[i]
+        for label, t, path in order:
+            runs[label].append(run_worker(t, data_dir, recallk, threads, path))
+            print('  %s rep %d %-24s %7.2f s  cpu %7.1f s  peak %5.0f MB' % (
+                name, rep, label, runs[label][-1]['seconds'], runs[label][-1]['cpu_seconds'],
+                runs[label][-1]['peak_mb']),
                 file=sys.stderr, flush=True)
     print('\n### %s: n = %d, %d classes, d = 512, noise %.1f, %d rep(s), %s, medians\n'
           % (name, n, n_classes, noise, reps,
              '%d BLAS/OpenMP thread(s)' % threads if threads else 'default threads'))
-    print('| task | wall (s) | / GEMM | CPU (s) | peak RSS (MB) | RSS after load (MB) | result |')
-    print('|---|---|---|---|---|---|---|')
-    for t in tasks:
-        sec = [r['seconds'] for r in runs[t]]
+    print('| task | wall (s) | / GEMM | %sCPU (s) | %speak RSS (MB) | RSS after load (MB) | result |'
+          % (('ours / baseline | ', 'CPU ours / baseline | ') if baseline else ('', '')))
+    print('|---|---|---|%s---|---|---|---|' % ('---|---|' if baseline else ''))
+    for label, t, path in contenders:
+        sec = [r['seconds'] for r in runs[label]]
         # Ratio per round (the GEMM ran just before, under similar load), then the median.
         ratio = ('%.2f' % np.median([s / g['seconds'] for s, g in zip(sec, runs['gemm'])])
                  if 'gemm' in runs else '-')
-        print('| %s | %.2f | %s | %.1f | %.0f | %.0f | %s |' % (
-            t, np.median(sec), ratio, np.median([r['cpu_seconds'] for r in runs[t]]),
-            max(r['peak_mb'] for r in runs[t]), runs[t][-1]['base_mb'],
-            ', '.join('%s %.4f' % kv for kv in runs[t][-1]['result'].items())))
+        vs = cpu_vs = ''
+        if baseline:
+            vs = cpu_vs = '| '
+            if path is None and t != 'gemm':
+                vs, cpu_vs = ('| %.3f (%.3f-%.3f) ' % (np.median(r), min(r), max(r)) for r in (
+                    [a[key] / b[key] for a, b in zip(runs[label], runs[label + tag])]
+                    for key in ('seconds', 'cpu_seconds')))
+        print('| %s | %.2f | %s %s| %.1f %s| %.0f | %.0f | %s |' % (
+            label, np.median(sec), ratio, vs, np.median([r['cpu_seconds'] for r in runs[label]]), cpu_vs,
+            max(r['peak_mb'] for r in runs[label]), runs[label][-1]['base_mb'],
+            ', '.join('%s %.4f' % kv for kv in runs[label][-1]['result'].items())))
     sys.stdout.flush()
 
 
@@ -190,19 +246,24 @@ def main():
     parser.add_argument('--threads', type=int, default=0,
                         help='set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS for the workers '
                              '(default: leave the environment alone)')
+    parser.add_argument('--baseline', metavar='REV',
+                        help="also time utils/evaluation.py of this git revision, interleaved with ours")
     parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--module', help=argparse.SUPPRESS)
     parser.add_argument('--data-dir', help=argparse.SUPPRESS)
     parser.add_argument('--recallk', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         recallk = tuple(int(k) for k in args.recallk.split(','))
-        print(json.dumps(worker(args.worker, args.data_dir, recallk)))
+        print(json.dumps(worker(args.worker, args.data_dir, recallk, args.module)))
         return
-    print('Machine: %s' % machine())
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    print('Machine: %s; load average %.1f' % (machine(), os.getloadavg()[0]))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(','):
             tasks = tuple(args.tasks.split(',')) if args.tasks else DEFAULT_TASKS[name]
-            bench(name, tasks, args.reps, tmp, args.threads)
+            bench(name, tasks, args.reps, tmp, args.threads, baseline, args.baseline)
+    print('load average after: %.1f' % os.getloadavg()[0])
 
 
 if __name__ == '__main__':
