@@ -116,6 +116,19 @@ def test_resumed_run_keeps_the_last_value_of_an_epoch(tmp_path):
     assert curve[2][1] == pytest.approx(0.65) and compare.summarize(curve).best_epoch == 4
 
 
+def test_corrupt_event_file_is_one_error_line(tmp_path, capsys):
+    summary = Summary(str(tmp_path))
+    summary.metrics({'R@1': 0.5}, 10, 1)
+    summary.close()
+    path = glob.glob(str(tmp_path / 'tensorboard_log' / 'events.out.tfevents.*'))[0]
+    data = bytearray(open(path, 'rb').read())
+    data[12:40] = b'\xff' * 28                   # the first record's payload: garbage, framing intact
+    open(path, 'wb').write(bytes(data))
+    assert compare.main([str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and 'is corrupt' in err[0] and path in err[0], err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('make_flags,expected', [
     (lambda runs, empty: [empty], 'no mxboard event files'),

@@ -8,9 +8,12 @@ import os
 import struct
 from collections import defaultdict
 
+from utils.errors import UserError
+
 
 def read_scalars(logdir):
     """{tag: [(step, value), ...]} of every event file under logdir, in file then write order."""
+    from google.protobuf.message import DecodeError
     from mxboard.proto.event_pb2 import Event
     files = sorted(glob.glob(os.path.join(logdir, '**', 'events.out.tfevents.*'), recursive=True))
     scalars = defaultdict(list)
@@ -23,7 +26,10 @@ def read_scalars(logdir):
             end = pos + 12 + length
             if end + 4 > len(data):
                 break   # a record cut short by a crash: everything before it is intact
-            event = Event.FromString(data[pos + 12:end])
+            try:
+                event = Event.FromString(data[pos + 12:end])
+            except DecodeError:
+                raise UserError('event file %s is corrupt at byte %d (not a TensorBoard record)' % (path, pos)) from None
             for value in event.summary.value:
                 if value.HasField('simple_value'):
                     scalars[value.tag].append((event.step, value.simple_value))
