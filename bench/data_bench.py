@@ -6,7 +6,7 @@ One training draw = what a DataLoader worker does for one image: read it and app
 transform (random resize or enlarge-and-crop, flip, to tensor, normalise); the batching after it is
 the same for all three. (a) the release's pipeline: mx.image.imread, mx.image.imresize, a random
 fixed_crop and gluon's RandomFlipLeftRight, ToTensor and Normalize (rebuilt here from the release's
-description, SPEC section 4); (b) ours (data.ImageList with data.train_transform); (c) ours from the
+description, docs/official_setup.md); (b) ours (data.ImageList with data.train_transform); (c) ours from the
 image cache (data.image_cache, built once before the rounds, its build time printed). All in this
 one process with one engine and one OpenCV thread, timed in CPU seconds of the process, so the
 rates are per core whatever else the machine runs. Each round draws the same --draws random images

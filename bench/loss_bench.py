@@ -7,7 +7,7 @@ negative_grad='release' (the default) and 'exact' and the official formulation i
 machine noise hits all alike (the two modes compute the same values; 'release' doubles d_an's
 gradient when the hardest negative is synthetic); --repeat does the whole
 measurement again and reports the median of the medians with the range of the ratios. The official formulation is
-rewritten here from its description (SPEC section 2): build the (n+1)B points, one (n+1)B x (n+1)B
+rewritten here from its description (docs/mining.md): build the (n+1)B points, one (n+1)B x (n+1)B
 distance matrix, reduce-min per row and then over the n+1 groups. --step also times one full
 training step (GoogLeNet, batch 128, 227 px) to give the loss's share of it.
 """

@@ -6,7 +6,7 @@ SEE Proxy-Anchor loss against plain Proxy-Anchor.
 B=180, d=512, n_expansion=8, C=100 proxies; median of --reps runs after 3 warm-up runs, the
 contenders interleaved so that machine noise hits them alike; --repeat R does the whole measurement
 R times and prints the median of the R medians with the range of the ratios. The release's loop is
-rewritten here from its description (SPEC section 5): for every sample, Gram-Schmidt one random
+rewritten here from its description (docs/see.md): for every sample, Gram-Schmidt one random
 vector at a time against [w, u1, v_2, ...], then the simplex weights times the basis; once with
 MXNet ops (the release's structure, op by op) and once with NumPy (the cheapest Python loop).
 --baseline REV also times the SEE and Proxy-Anchor code of git revision REV, interleaved with ours.

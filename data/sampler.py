@@ -4,7 +4,14 @@ from collections import defaultdict
 import mxnet as mx
 import numpy as np
 
-from utils.errors import UserError
+
+
+def check_batch_layout(batch_size, num_instances):
+    """ValueError unless a batch is whole groups of num_instances images of a class."""
+    if num_instances < 1 or batch_size < 1:
+        raise ValueError("batch_size and num_instances must be positive, got %d and %d" % (batch_size, num_instances))
+    if batch_size % num_instances != 0:
+        raise ValueError("batch_size (%d) must be a multiple of num_instances (%d)" % (batch_size, num_instances))
 
 
 class ClassBalancedSampler(mx.gluon.data.Sampler):
@@ -30,23 +37,19 @@ class ClassBalancedSampler(mx.gluon.data.Sampler):
 
     def __init__(self, labels, batch_size, num_instances, max_examples=None):
         labels = np.asarray(labels).reshape(-1)
-        if num_instances < 1:
-            raise UserError(f"--num_instances must be at least 1, got {num_instances}")
-        if batch_size < num_instances or batch_size % num_instances != 0:
-            raise UserError(f"--batch_size ({batch_size}) must be a positive multiple of "
-                            f"--num_instances ({num_instances})")
+        check_batch_layout(batch_size, num_instances)
         self.index_by_class = defaultdict(list)
         for idx, label in enumerate(labels.tolist()):
             self.index_by_class[label].append(idx)
         classes_per_batch = batch_size // num_instances
         if len(self.index_by_class) < classes_per_batch:
-            raise UserError(f"a batch needs --batch_size / --num_instances = {classes_per_batch} classes "
-                            f"but the training split has only {len(self.index_by_class)}")
+            raise ValueError("a batch needs batch_size / num_instances = %d classes but the training split has "
+                             "only %d" % (classes_per_batch, len(self.index_by_class)))
         if max_examples is None:
             max_examples = len(self.index_by_class) * num_instances
         if max_examples < batch_size:
-            raise UserError(f"max_examples ({max_examples}) is smaller than --batch_size ({batch_size}): "
-                            f"an epoch would hold no full batch")
+            raise ValueError("max_examples (%d) is smaller than batch_size (%d): an epoch would hold no full batch"
+                             % (max_examples, batch_size))
         self.labels = labels.tolist()
         self.batch_size = batch_size
         self.num_instances = num_instances

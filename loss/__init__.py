@@ -7,17 +7,7 @@ from .npair import NPairLoss
 from .proxy_anchor import ProxyAnchorLoss
 from .see_proxy_anchor import SEEProxyAnchorLoss
 from .triplet import TripletLoss
-
-# --loss names of main.py
-LOSSES = {
-    'hphn_triplet': HPHNTripletLoss,
-    'triplet': TripletLoss,
-    'lifted': LiftedStructureLoss,
-    'npair': NPairLoss,
-    'ms': MultiSimilarityLoss,
-    'proxy_anchor': ProxyAnchorLoss,
-    'see_proxy_anchor': SEEProxyAnchorLoss,
-}
+from .registry import LOSSES, build_loss
 
 __all__ = ['EmbeddingExpansion', 'HPHNTripletLoss', 'LiftedStructureLoss', 'LOSSES', 'MultiSimilarityLoss',
-           'NPairLoss', 'ProxyAnchorLoss', 'SEEProxyAnchorLoss', 'TripletLoss']
+           'NPairLoss', 'ProxyAnchorLoss', 'SEEProxyAnchorLoss', 'TripletLoss', 'build_loss']

@@ -1,4 +1,4 @@
-"""Embedding Expansion (Ko & Gu, CVPR 2020): SPEC section 1.
+"""Embedding Expansion (Ko & Gu, CVPR 2020): docs/embedding_expansion.md.
 
 The sampler lays a batch out so that rows 2k and 2k+1 share a class; each row i has the partner
 p(i) = i+1 (i even) or i-1 (i odd). For n = ``n_inner_pts`` and k = 1..n, EE synthesises
@@ -13,6 +13,9 @@ from the B x B Gram matrix of the originals instead of an (n+1)B x (n+1)B one (s
 import numpy as np
 import mxnet as mx
 from mxnet.gluon import HybridBlock
+
+# the largest n_inner_pts: the mining's graph has (n+1)^2 / 2 B x B blocks (n = 1000 never finishes)
+MAX_INNER_PTS = 32
 
 # mx.nd.L2Normalization's epsilon (mode 'instance'): x / sqrt(sum(x^2) + eps).
 L2_EPS = 1e-10
@@ -49,7 +52,7 @@ def check_pairs(labels, n_inner_pts, needed_by='Embedding Expansion'):
 class EmbeddingExpansion(HybridBlock):
     """EE layer: ``block(embeddings (B, d), labels (B,)) -> (points ((n+1)B, d), labels ((n+1)B,))``.
 
-    Output order (SPEC section 1): the B originals, then group k=1 (s_1(0..B-1)), ..., group k=n;
+    Output order (docs/embedding_expansion.md): the B originals, then group k=1 (s_1(0..B-1)), ..., group k=n;
     labels repeat ``labels`` for every group. ``n_inner_pts = 0`` returns the inputs unchanged.
     """
 
@@ -57,6 +60,9 @@ class EmbeddingExpansion(HybridBlock):
         super().__init__(**kwargs)
         if n_inner_pts < 0:
             raise ValueError('n_inner_pts must be >= 0, got %d' % n_inner_pts)
+        if n_inner_pts > MAX_INNER_PTS:
+            raise ValueError('n_inner_pts must be at most %d (the mining compares (n+1)^2 / 2 blocks per batch), '
+                             'got %d' % (MAX_INNER_PTS, n_inner_pts))
         self.n_inner_pts = int(n_inner_pts)
         self.l2_norm = bool(l2_norm)
 

@@ -1,4 +1,4 @@
-"""Triplet loss with the hardest positive and the hardest negative pair (HPHN): SPEC section 2."""
+"""Triplet loss with the hardest positive and the hardest negative pair (HPHN): docs/mining.md."""
 import mxnet as mx
 from mxnet.gluon.loss import _apply_weighting
 
@@ -26,7 +26,7 @@ class HPHNTripletLoss(PairLoss):
       'release' (default): the gradient of d_an(i) is doubled whenever the hardest negative point b
           is synthetic. The official release stores every synthetic point twice
           (s_k(j) = s_{n+1-k}(p(j)), bit-identical) and its reduce-min sends the gradient to both
-          copies; its published numbers were trained so (docs/losses.md, "Release gradient").
+          copies; its published numbers were trained so (docs/mining.md section 2.8).
       'exact': the derivative of the loss as written: one copy.
     """
 

@@ -1,4 +1,4 @@
-"""Lifted structured loss (Song et al., CVPR 2016), negatives from hard negative pair mining (SPEC section 3)."""
+"""Lifted structured loss (Song et al., CVPR 2016), negatives from hard negative pair mining (docs/pair_losses.md)."""
 from mxnet.gluon.loss import _apply_weighting
 
 from .logsumexp import masked_logsumexp

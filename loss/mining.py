@@ -1,4 +1,4 @@
-"""Distances and hard negative pair mining over an expanded batch: SPEC section 2.
+"""Distances and hard negative pair mining over an expanded batch: docs/mining.md.
 
 Group of original i: G(i) = {e[i]} U {s_k(i), k = 1..n}. The mined B x B matrices are
 
@@ -47,15 +47,15 @@ def hard_max(F, x, axis=1):
     return F.pick(x, F.argmax(x, axis=axis), axis=axis)
 
 
-def _mine(F, expansion, gram, pick, scale=1.0):
-    """pick over group pairs (k, l) of ``scale * x_k(i).x_l(j) + sq_k[i] + sq_l[j]``, split by the
-    source of b = x_l(j): returns (from_original, from_synthetic), each (B, B), the pick over the
-    blocks l = 0 and over the blocks l >= 1 (then pick(from_original, from_synthetic) is the whole).
+def _mine(F, expansion, gram, squared_distances):
+    """The closest pair of every two groups, split by the source of b = x_l(j): returns
+    (from_original, from_synthetic), each (B, B), over the blocks l = 0 and over the blocks l >= 1.
 
-    pick is F.minimum or F.maximum; ``scale`` = -2 with the squared norms gives D^2, ``scale`` = 1 and
-    no norms the inner products. ``gram`` is the originals' E E^T (B, B).
+    squared_distances: True mines the minimum of |x_k(i)|^2 + |x_l(j)|^2 - 2 x_k(i).x_l(j) (D^2),
+    False the maximum of x_k(i).x_l(j). ``gram`` is the originals' E E^T (B, B).
     """
-    with_norms = scale != 1.0
+    pick = F.minimum if squared_distances else F.maximum
+    scale = -2.0 if squared_distances else 1.0
     g_pe = partner(F, gram)               # e[p(i)] . e[j]
     # norms and pair products from the Gram matrix: reductions over d are slow in MXNet
     factors = expansion.factors(F, F.diag(gram), F.diag(g_pe))
@@ -75,10 +75,10 @@ def _mine(F, expansion, gram, pick, scale=1.0):
             a_k, b_k = outer(F, scale * a_k, ones), outer(F, scale * b_k, ones)
         for l in range(k, len(factors)):
             if k == 0:
-                g = scale * cols[l] if with_norms else cols[l]
+                g = scale * cols[l] if squared_distances else cols[l]
             else:
                 g = a_k * cols[l] + b_k * pcols[l]
-            if with_norms:
+            if squared_distances:
                 g = g + outer_sum(F, sq_k, factors[l][2])
             block[k, l] = g
     n = expansion.n_inner_pts
@@ -112,7 +112,7 @@ def mined_distances(F, expansion, embeddings):
     if expansion.n_inner_pts == 0:
         return dist, dist
     # sqrt and clip are monotone: the min of D is D of the min of D^2
-    return dist, _distance(F, F.minimum(*_mine(F, expansion, gram, F.minimum, scale=-2.0)))
+    return dist, _distance(F, F.minimum(*_mine(F, expansion, gram, squared_distances=True)))
 
 
 def mined_distances_by_source(F, expansion, embeddings):
@@ -121,7 +121,7 @@ def mined_distances_by_source(F, expansion, embeddings):
     their minimum. Needs n_inner_pts >= 1.
     """
     gram, dist = _originals(F, embeddings)
-    from_original, from_synthetic = _mine(F, expansion, gram, F.minimum, scale=-2.0)
+    from_original, from_synthetic = _mine(F, expansion, gram, squared_distances=True)
     return dist, _distance(F, from_original), _distance(F, from_synthetic)
 
 
@@ -130,7 +130,7 @@ def mined_similarities(F, expansion, embeddings):
     gram = F.dot(embeddings, embeddings, transpose_b=True)
     if expansion.n_inner_pts == 0:
         return gram, gram
-    return gram, F.maximum(*_mine(F, expansion, gram, F.maximum))
+    return gram, F.maximum(*_mine(F, expansion, gram, squared_distances=False))
 
 
 def label_masks(F, labels):

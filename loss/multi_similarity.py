@@ -1,4 +1,4 @@
-"""Multi-Similarity loss (Wang et al., CVPR 2019), negatives from hard negative pair mining (SPEC section 3)."""
+"""Multi-Similarity loss (Wang et al., CVPR 2019), negatives from hard negative pair mining (docs/pair_losses.md)."""
 from mxnet.gluon.loss import _apply_weighting
 
 from .logsumexp import MASKED, masked_logsumexp

@@ -1,4 +1,4 @@
-"""Multi-class N-pair loss (Sohn, NeurIPS 2016), negatives from hard negative pair mining (SPEC section 3)."""
+"""Multi-class N-pair loss (Sohn, NeurIPS 2016), negatives from hard negative pair mining (docs/pair_losses.md)."""
 from mxnet.gluon.loss import _apply_weighting
 
 from .logsumexp import masked_logsumexp

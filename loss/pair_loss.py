@@ -1,4 +1,4 @@
-"""Common base of the pair-based losses with Embedding Expansion (SPEC section 3)."""
+"""Common base of the pair-based losses with Embedding Expansion (docs/pair_losses.md)."""
 import mxnet as mx
 from mxnet.gluon.loss import Loss
 
@@ -27,12 +27,7 @@ class PairLoss(Loss):
 
     def __init__(self, num_instances=2, n_inner_pts=0, l2_norm=True, weight=None, batch_axis=0, **kwargs):
         super().__init__(weight, batch_axis, **kwargs)
-        if n_inner_pts > 0 and num_instances % 2:
-            raise ValueError('Embedding Expansion pairs consecutive images of a class: num_instances must '
-                             'be even when n_inner_pts > 0, got %d' % num_instances)
-        if self.always_paired and num_instances % 2:
-            raise ValueError('%s pairs consecutive images of a class: num_instances must be even, got %d'
-                             % (self.always_paired, num_instances))
+        self.check_layout(num_instances, n_inner_pts)
         self.num_instances = num_instances
         with self.name_scope():
             self.expansion = EmbeddingExpansion(n_inner_pts, l2_norm)
@@ -47,6 +42,20 @@ class PairLoss(Loss):
             # the label masks multiply distances: one dtype for both (loaders give int32 labels)
             labels = labels.astype(embeddings.dtype, copy=False)
         return super().forward(embeddings, labels)
+
+    @classmethod
+    def check_layout(cls, num_instances, n_inner_pts):
+        """ValueError unless the sampler's num_instances images per class suit this loss: even when
+        rows 2k, 2k+1 are paired (with EE, or always for N-pair). main.py calls it before loading data."""
+        if n_inner_pts > 0 and num_instances % 2:
+            raise ValueError('Embedding Expansion pairs consecutive images of a class: num_instances must '
+                             'be even when n_inner_pts > 0, got %d' % num_instances)
+        if cls.always_paired and num_instances % 2:
+            raise ValueError('%s pairs consecutive images of a class: num_instances must be even, got %d'
+                             % (cls.always_paired, num_instances))
+
+    def set_epoch(self, epoch):
+        """Called at the start of every epoch (0-based); the pair losses have no schedule."""
 
     def synthetic_negative_fraction(self, embeddings, labels):
         """Share of the negative pairs (i, j), y_i != y_j, whose mined value comes from a pair with a

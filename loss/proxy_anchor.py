@@ -1,10 +1,10 @@
-"""Proxy-Anchor loss (Kim et al., CVPR 2020): SPEC section 5."""
+"""Proxy-Anchor loss (Kim et al., CVPR 2020): docs/see.md."""
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 
 # While alpha (1 + |delta|) is at most this, exp(alpha (c +- delta)) with |c| <= 1 stays below e^60 and
-# no sum of them over rows overflows float32: the loss needs no shift (SPEC: alpha = 32, delta = 0.1).
+# no sum of them over rows overflows float32: the loss needs no shift (docs/see.md: alpha = 32, delta = 0.1).
 MAX_UNSHIFTED_EXPONENT = 60.0
 
 
@@ -20,14 +20,14 @@ def log1p_sum_exp(F, a, member):
 
 
 def proxy_anchor(F, x, labels, proxies, alpha, margin, num_classes):
-    """The loss of SPEC section 5, shape (1,), for embeddings x (B, d), labels (B,), proxies P (C, d)."""
+    """The loss of docs/see.md, shape (1,), for embeddings x (B, d), labels (B,), proxies P (C, d)."""
     cos = F.dot(F.L2Normalization(x, mode='instance'), F.L2Normalization(proxies, mode='instance'),
                 transpose_b=True)                                                       # (B, C)
     return proxy_anchor_from_cosines(F, cos, labels, alpha, margin, num_classes)
 
 
 def proxy_anchor_from_cosines(F, cos, labels, alpha, margin, num_classes):
-    """The loss of SPEC section 5, shape (1,), from the cosines c(x, p) (B, C) and the labels (B,) (of
+    """The loss of docs/see.md, shape (1,), from the cosines c(x, p) (B, C) and the labels (B,) (of
     cos' dtype):
 
         L = 1/|P+| sum_{p in P+} log(1 + sum_{x in X_p+} exp(-alpha (c(x, p) - delta)))
@@ -67,6 +67,9 @@ class ProxyAnchorLoss(HybridBlock):
         with self.name_scope():
             self.proxies = self.params.get('proxies', shape=(self.num_classes, embed_dim),
                                            init=mx.init.MSRAPrelu(factor_type='out', slope=0))
+
+    def set_epoch(self, epoch):
+        """Called at the start of every epoch (0-based); SEE schedules its expansion by it."""
 
     def forward(self, embeddings, labels, *args):
         # args: further inputs of a subclass's graph (SEE's random numbers)

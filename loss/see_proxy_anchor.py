@@ -1,4 +1,4 @@
-"""Proxy-Anchor with spherical embedding expansion (SEE): SPEC section 5."""
+"""Proxy-Anchor with spherical embedding expansion (SEE): docs/see.md."""
 import math
 
 import numpy as np
@@ -9,7 +9,7 @@ from .spherical_expansion import expansion_basis, gaussian
 
 
 def selected_fraction(epoch, epochs, max_thresh, min_thresh):
-    """t of SPEC section 5: min_thresh at epoch 0 rising along a half cosine to max_thresh at
+    """t of docs/see.md: min_thresh at epoch 0 rising along a half cosine to max_thresh at
     min(epochs, 200), then constant.
 
         t = max_thresh - (max_thresh - min_thresh) (cos(pi min(epoch, 200) / min(epochs, 200)) + 1) / 2

@@ -1,6 +1,6 @@
-"""Spherical embedding expansion around the class proxy (SEE): SPEC section 5, vectorised over the batch.
+"""Spherical embedding expansion around the class proxy (SEE): docs/see.md, vectorised over the batch.
 
-For a unit embedding z and the unit proxy w of its class, SPEC section 5 builds
+For a unit embedding z and the unit proxy w of its class, docs/see.md builds
 
     M = (z.w) w,   r = z - M,   u1 = r / |r|
     v_1..v_n       n random orthonormal directions, orthogonal to w and u1 (Haar-distributed)
@@ -17,7 +17,7 @@ columns spanning the complement of 1), so H V = T (T^T V). T^T V are the first n
 for the orthogonal O = [T, 1/sqrt(n)], and a Haar frame stays Haar under a fixed orthogonal mixing of
 its vectors; so U = T^T V is a Haar (n-1)-frame orthogonal to w and u1, and conversely the points
 M + |r| (-u1/n + sqrt((n+1)/n) T U) built from any Haar (n-1)-frame U have exactly the distribution
-of the SPEC's construction (tests/test_spherical_expansion.py compares the two). That is 1/n fewer
+of the construction as docs/see.md section 5.3 writes it (tests/test_spherical_expansion.py compares the two). That is 1/n fewer
 random numbers and a smaller QR. Fewer still would gain little: the (n-1)-frames of the (d-2)-dim
 complement form a manifold of dimension (n-1)(d-2) - n(n-1)/2, within 1% of the (n-1) d numbers drawn
 at d = 512; and the loss needs the points in full, as the proxies' gradient depends on all their
@@ -113,7 +113,7 @@ class SphericalExpansion(HybridBlock):
 
     z are unit embeddings and w the unit proxies of their classes (NDArrays: the block draws its random
     numbers, by ``gaussian`` from NumPy's global generator, before running its graph), d >= n + 2 (the
-    SPEC's w, u1 and n directions). Both are detached: the points carry no gradient. When z is parallel
+    w, u1 and n directions of docs/see.md section 5.3). Both are detached: the points carry no gradient. When z is parallel
     to w (r = 0), u1 = 0 and the points collapse to M = z; for tiny |r| they stay within |r| of M.
     """
 

@@ -1,4 +1,4 @@
-"""Triplet loss over every triplet of the batch, negatives from hard negative pair mining (SPEC section 3)."""
+"""Triplet loss over every triplet of the batch, negatives from hard negative pair mining (docs/pair_losses.md)."""
 from mxnet.gluon.loss import _apply_weighting
 
 from .mining import mined_distances, pair_masks

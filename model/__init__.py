@@ -1,8 +1,6 @@
 """Models built by name: ``get_model('googlenet', embed_dim=512, ...)``."""
 import mxnet as mx
 
-from utils.errors import UserError
-
 from .batchnorm import freeze_batchnorm
 from .embedding_net import POOLINGS, EmbeddingNet
 from .googlenet import googlenet_trunk
@@ -24,7 +22,7 @@ def get_model(backbone, embed_dim, pretrained=True, pretrained_path=None, ctx=(m
     their running statistics (--bn_freeze; ViT has none).
     """
     if backbone not in BACKBONES:
-        raise UserError('unknown backbone %r (--backbone); choose one of %s' % (backbone, ', '.join(BACKBONES)))
+        raise ValueError('unknown backbone %r; choose one of %s' % (backbone, ', '.join(BACKBONES)))
     ctx = list(ctx)
     net = EmbeddingNet(BACKBONES[backbone](pretrained, pretrained_path, ctx), embed_dim, ctx=ctx, pooling=pooling)
     if bn_freeze:

@@ -1,8 +1,7 @@
-"""Backbone trunk -> global pooling -> Dense(embed_dim) -> L2 normalisation (SPEC section 4)."""
+"""Backbone trunk -> global pooling -> Dense(embed_dim) -> L2 normalisation (docs/official_setup.md)."""
 import mxnet as mx
 from mxnet.gluon import nn
 
-from utils.errors import UserError
 
 
 class AvgMaxPool2D(mx.gluon.HybridBlock):
@@ -26,7 +25,7 @@ class EmbeddingNet(mx.gluon.HybridBlock):
     def __init__(self, backbone, embed_dim, ctx=mx.cpu(), pooling='avg', **kwargs):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
-            raise UserError('unknown pooling %r (--pooling); choose one of %s' % (pooling, ', '.join(POOLINGS)))
+            raise ValueError('unknown pooling %r; choose one of %s' % (pooling, ', '.join(POOLINGS)))
         self.backbone = backbone
         with self.name_scope():
             self.pooling = POOLINGS[pooling]()

@@ -11,7 +11,6 @@ from .trunk import classifier_trunk
 TRUNK = ('conv1', 'maxpool1', 'conv2', 'conv3', 'maxpool2', 'inception3a', 'inception3b', 'maxpool3',
          'inception4a', 'inception4b', 'inception4c', 'inception4d', 'inception4e', 'maxpool4',
          'inception5a', 'inception5b')
-FEATURES = 1024      # channels out of inception5b
 
 
 def googlenet_trunk(pretrained=True, pretrained_path=None, ctx=mx.cpu()):

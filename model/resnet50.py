@@ -8,7 +8,6 @@ from gluoncv.model_zoo import resnet50_v1b
 from .trunk import classifier_trunk
 
 TRUNK = ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')
-FEATURES = 2048      # channels out of layer4
 
 
 def resnet50_trunk(pretrained=True, pretrained_path=None, ctx=mx.cpu()):

@@ -1,4 +1,4 @@
-"""Brute-force NumPy references of SPEC sections 1 to 3, written loop by loop, independent of loss/."""
+"""Brute-force NumPy references of docs/embedding_expansion.md, docs/mining.md and docs/pair_losses.md, written loop by loop, independent of loss/."""
 import numpy as np
 
 
@@ -7,7 +7,7 @@ def partner_index(i):
 
 
 def ee_points(e, n, l2_norm=True):
-    """SPEC section 1: (B, d) -> ((n+1)B, d) originals, then group k = 1..n."""
+    """docs/embedding_expansion.md: (B, d) -> ((n+1)B, d) originals, then group k = 1..n."""
     B = len(e)
     out = [row for row in e]
     for k in range(1, n + 1):
@@ -47,7 +47,7 @@ def hphn_terms(e, y, n, l2_norm=True):
 
 
 def hphn_loss(e, y, n, margin=0.2, soft_margin=False, l2_norm=True):
-    """SPEC section 2, per anchor (B,)."""
+    """docs/mining.md, per anchor (B,)."""
     losses = []
     for d_ap, d_an, _ in hphn_terms(e, y, n, l2_norm):
         if soft_margin:
@@ -58,7 +58,7 @@ def hphn_loss(e, y, n, margin=0.2, soft_margin=False, l2_norm=True):
 
 
 def hphn_release(e, y, n, margin=0.2, soft_margin=False, l2_norm=True):
-    """The release's formulation of SPEC section 2 with its gradient: (loss (B,), d sum(loss) / d e).
+    """The release's formulation of docs/mining.md with its gradient: (loss (B,), d sum(loss) / d e).
 
     Explicit (n+1)B points, every synthetic point standing twice (s_k(i) = s_{n+1-k}(p(i)),
     bit-identical here as in the release), the full distance matrix, and the gradient of each min
@@ -136,7 +136,7 @@ def similarity_matrices(e, n, l2_norm=True):
 
 
 def triplet_loss(D, Dn, y, margin=0.2):
-    """SPEC section 3: mean over every (anchor, positive != anchor, negative) of the hinge; 0 if none."""
+    """docs/pair_losses.md: mean over every (anchor, positive != anchor, negative) of the hinge; 0 if none."""
     B, terms = len(y), []
     for a in range(B):
         for p in range(B):

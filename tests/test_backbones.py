@@ -11,6 +11,7 @@ from model.resnet50 import resnet50_trunk
 from model.vit import VisionTransformer, vit_small_patch16
 from tools.convert_timm_vit import convert
 from utils.errors import UserError
+from utils.options import flag_errors
 
 
 def timm_state_dict(rng, dim=384, depth=12, mlp=1536, patch=16, tokens=197, classes=1000):
@@ -174,7 +175,7 @@ def test_avg_max_pooling_adds_both_poolings():
     expected = pooled @ W.T + b
     np.testing.assert_allclose(out, expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                rtol=1e-5, atol=1e-6)
-    with pytest.raises(UserError, match='--pooling'):
+    with pytest.raises(UserError, match='--pooling'), flag_errors():
         EmbeddingNet(trunk, 5, pooling='max')
 
 

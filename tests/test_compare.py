@@ -207,7 +207,7 @@ def test_config_matches_its_paper_row(path):
         assert flags['loss'] == method.replace('ee_', '')
         assert int(flags['n_inner_pts']) == (2 if method.startswith('ee_') else 0)
         assert (flags['backbone'], flags['image_size']) == ('googlenet', '227')
-        if dataset == 'sop':        # SPEC has no SOP schedule; classes of 2-12 images (see the files)
+        if dataset == 'sop':        # the release gives no SOP schedule; classes of 2-12 images (see the files)
             assert flags['num_instances'] == ('2' if 'npair' in method else '4')
             assert (flags['lr_decay_epochs'], flags['epochs']) == ('40,60,80', '100')
         else:                       # the official README command

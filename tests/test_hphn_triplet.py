@@ -44,7 +44,7 @@ def test_ee_zero_points_is_identity():
 
 
 def test_ee_shared_points():
-    """s_k(i) = s_{n+1-k}(p(i)): a pair's synthetic points are shared (SPEC section 1)."""
+    """s_k(i) = s_{n+1-k}(p(i)): a pair's synthetic points are shared (docs/embedding_expansion.md)."""
     n, e, y = 3, *batch(2, 4, 6, seed=1)
     B = len(e)
     points = EmbeddingExpansion(n)(nd(e), nd(y))[0].asnumpy()
@@ -110,7 +110,7 @@ def test_hphn_gradient_matches_finite_differences(n, l2_norm, soft_margin, margi
     e, y = batch(classes, per_class, 4, seed=7 * n + classes)
     _, grad = run_loss(e, y, margin=margin, soft_margin=soft_margin, num_instances=per_class,
                        n_inner_pts=n, l2_norm=l2_norm, negative_grad='exact')
-    # the trainer minimises the sum of the per-anchor vector (SPEC section 2)
+    # the trainer minimises the sum of the per-anchor vector (docs/mining.md)
     expected = ref.numeric_grad(lambda v: ref.hphn_loss(v, y, n, margin, soft_margin, l2_norm).sum(), e.copy())
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
 

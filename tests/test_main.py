@@ -204,15 +204,16 @@ def test_proxy_losses_train_from_main(tmp_path, name):
 
 def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
     """During --warmup_epochs the trunk keeps its weights while the embedding layer learns."""
+    import utils.training
     snapshots = []
-    original = main.train_step
+    original = utils.training.train_step
 
     def spy(net, *args):
         first = list(net.backbone[0].collect_params().values())[0].data().copy()   # before the step
         value = original(net, *args)
         snapshots.append((first, net.embedding_layer.weight.data().copy()))         # head after it
         return value
-    monkeypatch.setattr(main, 'train_step', spy)
+    monkeypatch.setattr(utils.training, 'train_step', spy)
     assert main.main(['--loss', 'proxy_anchor', '--warmup_epochs', '2', '--epochs', '3', '--eval_epoch_term', '3',
                       '--batch_size', '40', '--num_instances', '8', '--save_dir', str(tmp_path)]) == 0
     trunk = [a.asnumpy() for a, _ in snapshots]

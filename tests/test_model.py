@@ -8,6 +8,7 @@ import model.weights
 from model import get_model
 from model.googlenet import TRUNK
 from utils.errors import UserError
+from utils.options import flag_errors
 
 
 @pytest.mark.parametrize('size', [32, 64])
@@ -59,7 +60,7 @@ def test_missing_or_mismatched_weight_file(tmp_path):
 
 
 def test_unknown_backbone():
-    with pytest.raises(UserError, match='--backbone'):
+    with pytest.raises(UserError, match='--backbone'), flag_errors():
         get_model('alexnet', 8)
 
 

@@ -1,4 +1,4 @@
-"""Proxy-Anchor loss: value and gradients against a loop-by-loop NumPy reference of SPEC section 5."""
+"""Proxy-Anchor loss: value and gradients against a loop-by-loop NumPy reference of docs/see.md."""
 import numpy as np
 import pytest
 import mxnet as mx
@@ -9,7 +9,7 @@ from loss.proxy_anchor import ProxyAnchorLoss
 
 
 def reference_loss(x, y, P, alpha=32.0, delta=0.1):
-    """SPEC section 5 written proxy by proxy, float64."""
+    """docs/see.md written proxy by proxy, float64."""
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     P = P / np.linalg.norm(P, axis=1, keepdims=True)
     C = len(P)

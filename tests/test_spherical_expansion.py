@@ -61,7 +61,7 @@ def test_gaussian_draws_are_standard_normal_and_follow_np_random_seed(dtype):
 
 
 def spec_expansion(rng, z, w, n):
-    """SPEC section 5 as written, in NumPy: n Gaussian directions Gram-Schmidt'ed against w, u1 and
+    """docs/see.md as written, in NumPy: n Gaussian directions Gram-Schmidt'ed against w, u1 and
     each other, the simplex from their mean, x_j = M + |r| s_j."""
     M = np.sum(z * w, axis=1, keepdims=True) * w
     r = z - M
@@ -79,7 +79,7 @@ def spec_expansion(rng, z, w, n):
 
 @pytest.mark.parametrize('n', [2, 4])
 def test_points_have_the_distribution_of_the_spec_construction(n):
-    """Ours draws n - 1 directions where the SPEC draws n (module docstring): the points' coordinates
+    """Ours draws n - 1 directions where docs/see.md section 5.3 draws n (module docstring): the points' coordinates
     off the {w, u1} plane, one at a time and in pairs, are distributed alike (two-sample KS)."""
     from scipy.stats import ks_2samp
     rng = np.random.RandomState(0)

@@ -22,7 +22,7 @@ import re
 import sys
 from collections import namedtuple
 
-from utils.errors import UserError
+from utils.errors import UserError, run_command
 from utils.events import read_scalars
 from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
 from utils.summary import metric_tag
@@ -30,7 +30,7 @@ from utils.summary import metric_tag
 EPOCH_PREFIX = 'metric_epoch/'
 KNOWN_TAGS = re.compile(r'R\d+|NMI|F1|MAP_R|RP')
 
-Summary = namedtuple('Summary', 'best_epoch best final_epoch final')
+CurveSummary = namedtuple('CurveSummary', 'best_epoch best final_epoch final')
 Run = namedtuple('Run', 'name path curves paper_key paper')
 
 
@@ -77,7 +77,7 @@ def summarize(curve):
     """Best value (its first epoch) and final value (its epoch) of one curve."""
     best_epoch, best = max(curve, key=lambda point: point[1])   # max keeps the first of equal values
     final_epoch, final = curve[-1]
-    return Summary(best_epoch, best, final_epoch, final)
+    return CurveSummary(best_epoch, best, final_epoch, final)
 
 
 def metric_order(name):
@@ -214,12 +214,7 @@ def compare(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return compare(args)
-    except UserError as exc:
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
+    return run_command(lambda argv: compare(build_parser().parse_args(argv)), argv)
 
 
 if __name__ == '__main__':

@@ -1,12 +1,30 @@
 """One exception type for every mistake a user can make (bad flag, missing file, corrupt image).
 
-main.py prints it as a single line, ``error: <message>``, and exits with status 2; a traceback is
-shown only with ``--debug``. Raise it with a message that names the file or flag and what was expected.
+Every command (main.py, utils.evaluate, utils.compare, ...) runs through run_command, which prints
+it as a single line, ``error: <message>``, and exits with status 2; a traceback is shown only with
+``--debug``. Raise it with a message that names the file or flag and what was expected.
 """
+import sys
 
 
 class UserError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
+    """A problem with the user's input, reported as one line without a traceback.
+    ``prefix`` and ``status``: how run_command reports it."""
+    prefix = 'error: '
+    status = 2
+
+
+def run_command(run, argv=None):
+    """``run(argv)`` -> its exit status (None: 0); a UserError becomes its one line on stderr and
+    its status (2), or its traceback when argv holds --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv) or 0
+    except UserError as exc:
+        if '--debug' in argv:
+            raise
+        print(exc.prefix + str(exc), file=sys.stderr)
+        return exc.status
 
 
 def first_line(exc):

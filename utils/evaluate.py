@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, run_command
 from .evaluation import METRICS, evaluate, evaluate_query_gallery
 
 
@@ -142,12 +142,9 @@ def run(argv=None):
 
 
 def main(argv=None):
-    try:
+    def command(argv):
         run(argv)
-    except UserError as exc:
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
-    return 0
+    return run_command(command, argv)
 
 
 if __name__ == '__main__':

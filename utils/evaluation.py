@@ -1,4 +1,4 @@
-"""Retrieval and clustering metrics for deep metric learning (SPEC section 6).
+"""Retrieval and clustering metrics for deep metric learning (docs/evaluation.md).
 
 Retrieval metrics (Recall@K, MAP@R, R-precision) are exact and blocked: queries are processed in
 blocks of rows against the whole gallery, so memory grows with ``block_size * n``, never ``n * n``.
@@ -30,10 +30,17 @@ import sys
 
 import numpy as np
 
-METRICS = ('recall', 'map_at_r', 'r_precision', 'nmi', 'f1')
+# retrieval metrics (also for queries against a separate gallery), then clustering metrics
+RETRIEVAL_METRICS = ('recall', 'map_at_r', 'r_precision')
+METRICS = RETRIEVAL_METRICS + ('nmi', 'f1')
 
 # warn when more than this fraction of the queries is decided by a tie (see the module docstring)
 TIE_WARN_FRACTION = 0.01
+
+
+def format_metrics(metrics):
+    """'R@1 0.7160  NMI 0.6300' of a metrics dict, in its order."""
+    return '  '.join('%s %.4f' % kv for kv in metrics.items())
 
 
 def _as_array(x, name, ndim, dtype):
@@ -195,18 +202,9 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
         tau = np.full(b, -np.inf, dtype=np.float32)
         tau[rows] = np.minimum(coarse[rows, r[rows] - 1], pos_max[rows])
         t = np.maximum(t, tau)
-    # Only groups whose minimum is <= t can hold candidates: visit their members, not all of s.
-    sel_rows, sel_groups = np.divmod(np.flatnonzero(mins <= t[:, None]), mins.shape[1])
-    size = n // g1
-    regular = sel_groups < size
-    if np.count_nonzero(regular) * g1 > _MAX_CANDIDATE_FRACTION * s.size:
+    parts = _candidate_groups(s, mins, t, g1)
+    if parts is None:
         return _stats_plain(s, pos_vals, r, k_top)
-    # Member scores of the selected groups, one row per group: (groups, g1) for the regular
-    # groups, (groups, 1) for the leftover columns.  One 2-d gather, no per-member index arrays.
-    parts = []
-    for rows_, cols_ in ((sel_rows[regular], sel_groups[regular, None] + size * np.arange(g1)),
-                         (sel_rows[~regular], sel_groups[~regular, None] + (g1 - 1) * size)):
-        parts.append((rows_, cols_, s.reshape(-1).take(rows_[:, None] * n + cols_)))
     if k_recall:
         at_most = sum(np.bincount(rows_, np.count_nonzero(v <= pos_min[rows_, None], axis=1), b)
                       for rows_, _, v in parts)
@@ -216,6 +214,30 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
         n_closer[exact] = (at_most - n_pos_tied)[exact]     # the other-label items tied count as closer
     if not k_top:
         return n_closer, n_tied, None, None, None
+    return (n_closer, n_tied) + _top_from_candidates(parts, tau, r, k_top, b)
+
+
+def _candidate_groups(s, mins, t, g1):
+    """[(rows, cols, values)] of the members of every group whose minimum is <= t of its row:
+    (groups, g1) for the regular groups, (groups, 1) for the leftover columns, one 2-d gather
+    each, no per-member index arrays; None when they would exceed _MAX_CANDIDATE_FRACTION of s."""
+    n = s.shape[1]
+    sel_rows, sel_groups = np.divmod(np.flatnonzero(mins <= t[:, None]), mins.shape[1])
+    size = n // g1
+    regular = sel_groups < size
+    if np.count_nonzero(regular) * g1 > _MAX_CANDIDATE_FRACTION * s.size:
+        return None
+    return [(rows_, cols_, s.reshape(-1).take(rows_[:, None] * n + cols_))
+            for rows_, cols_ in ((sel_rows[regular], sel_groups[regular, None] + size * np.arange(g1)),
+                                 (sel_rows[~regular], sel_groups[~regular, None] + (g1 - 1) * size))]
+
+
+def _top_from_candidates(parts, tau, r, k_top, b):
+    """(top_vals, top_cols (b, k_top), n_at_tau (b,)) from the candidate groups of _stats_numpy.
+
+    parts: [(rows, cols, values)] of the selected groups; tau: (b,) threshold >= the R-th smallest
+    score of each row, so every item at that score is a candidate and n_at_tau counts them all.
+    """
     found = []
     for rows_, cols_, v in parts:
         group, member = np.nonzero(v <= tau[rows_, None])
@@ -226,7 +248,6 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     first = np.searchsorted(rows, np.arange(b))
     rank = np.arange(len(rows)) - first[rows]
     keep = rank < k_top
-    # every item at the R-th smallest score is a candidate (tau >= it): count them all
     has_r = r > 0
     tau_r = np.full(b, np.nan, dtype=np.float32)
     tau_r[has_r] = vals[first[has_r] + r[has_r] - 1]
@@ -235,7 +256,7 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     top_cols = np.zeros((b, k_top), dtype=np.int64)
     top_vals[rows[keep], rank[keep]] = vals[keep]
     top_cols[rows[keep], rank[keep]] = cols[keep]
-    return n_closer, n_tied, top_vals, top_cols, n_at_tau
+    return top_vals, top_cols, n_at_tau
 
 
 def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ctx, out=None):
@@ -384,10 +405,16 @@ def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None
             rp_sum += rp.sum()
             decided_by_tie[lo:hi][has] |= mixed
     _warn_ties(int(np.count_nonzero(decided_by_tie)), m)
+    return _means(first_rank, ap_sum, rp_sum, r_all, recallk, metrics)
+
+
+def _means(first_rank, ap_sum, rp_sum, r_all, recallk, metrics):
+    """The metrics dict from the ranks of the nearest same-label items (m,) and the MAP@R and
+    R-precision sums over the queries with R = r_all > 0."""
     out = {}
     if 'recall' in metrics:
         for k in recallk:
-            out['R@%d' % k] = float(np.mean(first_rank <= k)) if m else 0.0
+            out['R@%d' % k] = float(np.mean(first_rank <= k)) if len(first_rank) else 0.0
     n_valid = int(np.count_nonzero(r_all > 0))
     if 'map_at_r' in metrics:
         out['MAP@R'] = ap_sum / n_valid if n_valid else 0.0
@@ -463,7 +490,7 @@ def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8)
     labels = _as_array(labels, 'labels', 1, np.int64)
     _check_pair(emb, labels, 'embeddings')
     out = {}
-    retrieval = [m for m in metrics if m in ('recall', 'map_at_r', 'r_precision')]
+    retrieval = [m for m in metrics if m in RETRIEVAL_METRICS]
     if retrieval:
         out.update(_retrieval(_Gallery(emb, labels), recallk, retrieval, ctx, block_size))
     if 'nmi' in metrics or 'f1' in metrics:
@@ -482,10 +509,10 @@ def evaluate_query_gallery(query_emb, query_labels, gallery_emb, gallery_labels,
     """Retrieval of queries against a separate gallery (In-Shop); no item is excluded.
 
     query_emb: (m, d), query_labels: (m,), gallery_emb: (n, d), gallery_labels: (n,).
-    metrics: subset of ('recall', 'map_at_r', 'r_precision'); R = number of gallery items of the
+    metrics: subset of RETRIEVAL_METRICS; R = number of gallery items of the
     query's label.  Returns a dict of floats like evaluate().
     """
-    metrics = _check_metrics(metrics, ('recall', 'map_at_r', 'r_precision'))
+    metrics = _check_metrics(metrics, RETRIEVAL_METRICS)
     recallk = _check_recallk(recallk)
     q = _as_array(query_emb, 'query embeddings', 2, np.float32)
     ql = _as_array(query_labels, 'query labels', 1, np.int64)

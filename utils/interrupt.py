@@ -13,7 +13,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Stopped(UserError):
-    """Training stopped by a signal after writing a checkpoint; ``status`` is the exit status."""
+    """Training stopped by a signal after writing a checkpoint: its line, and exit status 128 + N."""
+    prefix = ''
 
     def __init__(self, message, signum):
         super().__init__(message)

@@ -11,8 +11,9 @@ A checkpoint records the flags of the run that wrote it (state.json, ``args``). 
 """
 import os
 
-from .checkpoint import checkpoint_name
+from .checkpoint import Checkpointer, checkpoint_name, set_random_state
 from .errors import UserError
+from .evaluation import format_metrics
 
 MAY_CHANGE = frozenset((
     'epochs', 'lr', 'lr_decay_factor', 'lr_decay_epochs', 'wd', 'momentum', 'base_lr_mult', 'proxy_lr_mult',
@@ -68,3 +69,41 @@ def resume_path(resume, start_epoch, checkpoints, warn):
                             % (start_epoch, path, ', '.join(checkpoints.paths()) or 'none'))
         return path
     return checkpoints.newest_valid(warn)
+
+
+class Resume:
+    """What a run starts from: a checkpoint folder (``path``, its ``state``) or nothing."""
+
+    def __init__(self, args, path=None, state=None):
+        self.args, self.path, self.state = args, path, state
+
+    def restore(self, net, trainer, loss, ctx):
+        """Load the checkpoint (if any) into net, trainer and loss; returns the loop's progress
+        {'epoch', 'iteration', 'best', 'best_chosen'}."""
+        progress = {'epoch': self.args.start_epoch, 'iteration': 0, 'best': {}, 'best_chosen': None}
+        if not self.path:
+            if self.args.resume:
+                print('no checkpoint in %s: starting afresh' % os.path.join(self.args.save_dir, 'checkpoints'))
+            return progress
+        state = Checkpointer.load(self.path, net, trainer, loss, ctx)
+        progress.update((k, state[k]) for k in progress if k in state)
+        if progress['iteration']:       # stopped mid-epoch: redraw that epoch from its start
+            set_random_state(state['epoch_random'])
+        print('resumed from %s: epoch %d%s, best %s' % (
+            self.path, progress['epoch'], ' + %d iterations' % progress['iteration'] if progress['iteration'] else '',
+            format_metrics(progress['best'])))
+        return progress
+
+
+def resume_from_checkpoint(args, checkpoints, warn):
+    """The Resume of --resume (none without it), its recorded flags checked against ``args``: the
+    changes allowed are said in one line each, the others stop the run (compare_flags)."""
+    if not args.resume:
+        return Resume(args)
+    path = resume_path(args.resume, args.start_epoch, checkpoints, warn)
+    if not path:
+        return Resume(args)
+    state = Checkpointer.read_state(path)
+    for line in compare_flags(state.get('args', {}), flag_values(args), path):
+        print(line)
+    return Resume(args, path, state)

@@ -1,0 +1,51 @@
+"""The evaluator of a training run: embed a split with the network, then score it (utils/evaluation.py).
+
+The release splits its runner into a trainer and an evaluator; this is the evaluator. A split is
+'test' (In-Shop: its queries searched in its gallery) or 'val' (held-out training classes).
+"""
+import os
+import sys
+
+import numpy as np
+
+from utils.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+
+
+def extract_embeddings(net, loader, ctx):
+    """Embeddings (n, embed_dim) float32 and labels (n,) of a loader, in its order."""
+    import mxnet as mx
+    from tqdm import tqdm
+    feats, labels = [], []
+    for images, y in tqdm(loader, desc='embeddings', leave=False, file=sys.stdout, dynamic_ncols=True):
+        parts = mx.gluon.utils.split_and_load(images, ctx, even_split=False)
+        feats.extend(net(x).asnumpy() for x in parts)
+        labels.append(y.asnumpy())
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def evaluate_net(net, loaders, ctx, args, split='test'):
+    """(metrics, embeddings) of one split: ``split`` 'test' (In-Shop: query against gallery) or 'val'.
+
+    args: the run's flags (eval_metrics, recallk, seed). embeddings: {name: (embeddings (n, d),
+    labels (n,))} of the sets evaluated. Clustering metrics do not apply to a query/gallery split.
+    """
+    on = ctx[0] if ctx[0].device_type == 'gpu' else None
+    if split == 'test' and loaders.gallery is not None:
+        query = extract_embeddings(net, loaders.query.loader, ctx)
+        gallery = extract_embeddings(net, loaders.gallery.loader, ctx)
+        metrics = [m for m in args.eval_metrics if m in RETRIEVAL_METRICS]
+        return (evaluate_query_gallery(*query, *gallery, recallk=args.recallk, metrics=metrics, ctx=on),
+                {'query': query, 'gallery': gallery})
+    emb, labels = extract_embeddings(net, getattr(loaders, split).loader, ctx)
+    return (evaluate(emb, labels, metrics=args.eval_metrics, recallk=args.recallk, ctx=on, seed=args.seed),
+            {split: (emb, labels)})
+
+
+def save_embeddings(embeddings, folder):
+    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m utils.evaluate``."""
+    os.makedirs(folder, exist_ok=True)
+    for name, (emb, labels) in embeddings.items():
+        for suffix, array in (('embeddings', emb), ('labels', labels)):
+            path = os.path.join(folder, '%s_%s.npy' % (name, suffix))
+            np.save(path + '.tmp.npy', array)
+            os.replace(path + '.tmp.npy', path)

@@ -1,0 +1,318 @@
+"""The command line of main.py: its flags, --config files, and the checks that span flags.
+
+Flags and defaults follow the official release (docs/official_setup.md); a data set may bring
+defaults of its own for flags the command line does not set (digits: a one-minute CPU schedule).
+Every mistake is a one-line UserError (utils/errors.py); a class's own ValueError becomes one
+through flag_errors.
+"""
+import argparse
+import os
+import re
+import sys
+from contextlib import contextmanager
+
+from utils.errors import UserError
+
+
+def str2bool(s):
+    value = s.strip().lower()
+    if value in ('true', 't', 'yes', 'y', '1'):
+        return True
+    if value in ('false', 'f', 'no', 'n', '0'):
+        return False
+    raise argparse.ArgumentTypeError('expected true or false, got %r' % s)
+
+
+def int_list(s):
+    try:
+        values = [int(v) for v in s.split(',') if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError('expected comma-separated positive integers, got %r' % s)
+    return values
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one UserError line, like every other bad input (no usage dump).
+    ``switches`` holds the dests of its store_true flags (write_config writes them bare)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.switches = set()
+
+    def error(self, message):
+        raise UserError(message + ' (see --help)')
+
+
+def loss_name(s):
+    """--loss accepts the official spelling hphn-triplet too."""
+    return s.strip().replace('-', '_')
+
+
+def _group(parser, title):
+    """add_argument of a new argument group of ``parser``, recording store_true flags in parser.switches."""
+    group = parser.add_argument_group(title)
+
+    def add(*args, **kwargs):
+        action = group.add_argument(*args, **kwargs)
+        if kwargs.get('action') == 'store_true':
+            parser.switches.add(action.dest)
+        return action
+    return add
+
+
+def build_parser():
+    """main.py's flags: every official one with the release's default (docs/official_setup.md), and ours."""
+    p = OneLineParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon',
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--config', default=None, help='a file of main.py flags (one --flag=value per line, '
+                                                  '# comments); the command line overrides it')
+    _data_flags(_group(p, 'data'))
+    _model_flags(_group(p, 'model'))
+    _loss_flags(_group(p, 'loss'))
+    _optimisation_flags(_group(p, 'optimisation'))
+    _evaluation_flags(_group(p, 'evaluation and logging'))
+    _checkpoints_flags(_group(p, 'checkpoints'))
+    _devices_flags(_group(p, 'devices'))
+    return p
+
+
+def _data_flags(a):
+    a('--data_name', default='digits',
+      help='digits (offline, bundled) | cars196 (official: car196) | cub200 | sop | inshop | folder')
+    a('--data_dir', default='./datasets/CARS196', help='root of the data set release files')
+    a('--train_class_ratio', default=0.5, type=float,
+      help='folder: the first this fraction of the classes (sorted by path) train, the rest test')
+    a('--val_class_ratio', default=0.0, type=float,
+      help='hold out this fraction of the training classes and choose the best epoch on them; '
+           '0: choose on the test set, as the release does')
+    a('--check_images', action='store_true', help='decode every image once before training')
+    a('--skip_bad_images', action='store_true',
+      help='leave out images that cannot be decoded (with a warning) instead of stopping')
+    a('--cache_images', action='store_true',
+      help='decode every image once and keep it resized in shared memory (README: sizes; for GPUs)')
+    a('--image_size', default=227, type=int, help='width and height of input images')
+    a('--batch_size', default=128, type=int, help='images per training batch')
+    a('--num_instances', default=32, type=int, help='images per class in a batch (even with EE)')
+    a('--num_workers', default=10, type=int, help='DataLoader worker processes (0: in the main process)')
+
+
+def _model_flags(a):
+    from model import BACKBONES
+    a('--backbone', default='googlenet', choices=tuple(BACKBONES), help='backbone trunk from the model registry')
+    a('--embed_dim', default=512, type=int, help='embedding size')
+    a('--pretrained', default=True, type=str2bool, help='start from ImageNet weights (false: random init)')
+    a('--pretrained_path', default=None, help='ImageNet weight file to use instead of gluoncv\'s store')
+    a('--pooling', default='avg', choices=('avg', 'avg+max'),
+      help='global pooling of the trunk\'s features (avg+max: their sum, as Proxy-Anchor\'s code)')
+    a('--bn_freeze', default=False, type=str2bool,
+      help='the trunk\'s BatchNorm layers keep their running statistics (Proxy-Anchor\'s setting)')
+
+
+def _loss_flags(a):
+    from loss import LOSSES
+    a('--loss', default='hphn_triplet', type=loss_name, choices=tuple(LOSSES),
+      help='the loss (official spelling hphn-triplet accepted)')
+    a('--n_inner_pts', default=2, type=int, help='synthetic points per pair (Embedding Expansion); 0: no EE')
+    a('--ee_l2norm', default=True, type=str2bool, help='L2-normalise the synthetic points')
+    a('--margin', default=1e-5, type=float, help='triplet margin (hphn_triplet and triplet)')
+    a('--ee_negative_grad', default='release', choices=('release', 'exact'),
+      help='hphn_triplet with EE: release doubles the gradient of d_an when the hardest negative is a '
+           'synthetic point, as the official code does (it stores every synthetic point twice); exact: '
+           'the derivative of the loss as written. Values are the same')
+    a('--soft_margin', default=False, type=str2bool,
+      help='log(1 + exp(d_ap - d_an)) instead of the hinge (the official main.py ignored this flag)')
+    a('--lifted_margin', default=1.0, type=float, help='lifted structure margin')
+    a('--npair_l2_reg', default=0.002, type=float, help='N-pair: weight of the embeddings\' squared norm')
+    a('--ms_alpha', default=2.0, type=float, help='Multi-Similarity: positive scale alpha')
+    a('--ms_beta', default=50.0, type=float, help='Multi-Similarity: negative scale beta')
+    a('--ms_base', default=0.5, type=float, help='Multi-Similarity: similarity offset lambda')
+    a('--ms_epsilon', default=0.1, type=float, help='Multi-Similarity: mining margin epsilon')
+    a('--pa_margin', default=0.1, type=float, help='Proxy-Anchor margin delta')
+    a('--pa_alpha', default=32.0, type=float, help='Proxy-Anchor scale alpha')
+    a('--proxy_lr_mult', default=100.0, type=float, help='learning-rate multiplier of the proxies')
+    a('--n_expansion', default=8, type=int, help='SEE: synthetic points per selected embedding')
+    a('--see_lambda', default=0.2, type=float, help='SEE: weight lambda of the synthetic Proxy-Anchor term')
+    a('--max_thresh', default=0.4, type=float, help='SEE: final fraction of the batch expanded')
+    a('--min_thresh', default=0.0, type=float, help='SEE: initial fraction of the batch expanded')
+    a('--warmup_epochs', default=0, type=int,
+      help='train only the embedding layer (and proxies) for this many epochs, the trunk frozen')
+
+
+def _optimisation_flags(a):
+    a('--optim', default='adam', choices=('adam', 'adamw', 'sgd'),
+      help='optimiser (adamw: decoupled weight decay; sgd uses --momentum)')
+    a('--lr', default=1e-4, type=float, help='base learning rate')
+    a('--wd', default=5e-4, type=float, help='weight decay')
+    a('--momentum', default=0.9, type=float, help='momentum, with --optim sgd')
+    a('--base_lr_mult', default=1.0, type=float, help='learning-rate multiplier of the backbone trunk')
+    a('--lr_decay_factor', default=0.5, type=float, help='learning-rate factor at each decay epoch')
+    a('--lr_decay_epochs', default='10,20,40,80', type=int_list, help='epochs at which the lr decays')
+    a('--epochs', default=5000, type=int,
+      help='training epochs; an epoch is (training classes x num_instances) images, as in the release')
+    a('--start_epoch', default=0, type=int,
+      help='first epoch; with --resume, the checkpoint to load; without, it only shifts the epoch counter '
+           'and lr schedule, as in the release')
+    a('--seed', default=0, type=int, help='random seed (numpy, random, mxnet)')
+
+
+def _evaluation_flags(a):
+    a('--eval_epoch_term', default=50, type=int, help='evaluate every this many epochs')
+    a('--recallk', default='1,2,4,8', type=int_list, help='K values of Recall@K')
+    a('--eval_metrics', default='recall,nmi',
+      help='comma-separated subset of recall, map_at_r, r_precision, nmi, f1')
+    a('--select_metric', default=None,
+      help='the metric that chooses the best epoch, e.g. R@1, MAP@R, NMI (default: R@K of the first --recallk, '
+           'or the first of --eval_metrics without recall)')
+    a('--summary_step', default=10, type=int, help='log loss and lr every this many iterations')
+    a('--save_embeddings', action='store_true',
+      help='write the test embeddings and labels of the best epoch as .npy under SAVE_DIR/embeddings')
+    a('--save_dir', default='./log/will/be/saved/here',
+      help='logs and parameters go here; one run per folder (a folder of an earlier run needs --resume or '
+           '--overwrite)')
+    a('--overwrite', action='store_true',
+      help='--save_dir holds an earlier run: move it aside to SAVE_DIR.old-N (never deleted) and start afresh')
+
+
+def _checkpoints_flags(a):
+    a('--checkpoint_epochs', default=10, type=int,
+      help='write a resumable checkpoint every this many epochs (and at the end); 0: only at the end')
+    a('--keep_checkpoints', default=2, type=int, help='how many of the newest checkpoints to keep')
+    a('--resume', nargs='?', const='auto', default=None,
+      help='continue from the latest checkpoint in --save_dir (none there: start afresh), or from the '
+           'checkpoint folder given; with --start_epoch N, from the checkpoint of epoch N')
+
+
+def _devices_flags(a):
+    a('--ctx', default=None, help='devices: cpu | cpu:0,cpu:1 | gpu:0,gpu:1 (several: data parallel)')
+    a('--gpu_idx', default=None, help='the official alias of --ctx: GPU ids, e.g. 0 or 0,1')
+    a('--kvstore', default='device',
+      help='gradient aggregation: device | local, or dist_sync | dist_async across machines')
+    a('--debug', action='store_true', help='show the traceback of input errors')
+    for name in ('alpha', 'beta', 'sigma'):
+        a('--' + name, default={'alpha': 10.0, 'beta': 1.2, 'sigma': 0.5}[name], type=float,
+          help='unused: kept only for compatibility with the official command line')
+
+
+def read_config(path):
+    """The flags of a config file: one ``--flag=value`` (or ``--flag value``) per line, # comments."""
+    import shlex
+    try:
+        with open(path) as f:
+            return shlex.split(f.read(), comments=True)
+    except OSError as exc:
+        raise UserError('argument --config: cannot read %s: %s' % (path, exc.strerror)) from exc
+    except UnicodeDecodeError:
+        raise UserError('argument --config: %s is not a text file of flags' % path) from None
+    except ValueError as exc:       # shlex: an unclosed quote
+        raise UserError('argument --config: cannot parse %s: %s' % (path, exc)) from None
+
+
+def write_config(args, path):
+    """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run."""
+    import shlex
+    skip = {'config', 'resume', 'debug', 'start_epoch', 'overwrite'}
+    switches = build_parser().switches
+    lines = ['# written by main.py; python3 main.py --config %s repeats this run' % path]
+    for key, value in sorted(vars(args).items()):
+        if key in skip or value is None or (key in switches and not value):
+            continue
+        if key in switches:
+            lines.append('--' + key)
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ','.join(str(v) for v in value)
+        lines.append('--%s=%s' % (key, shlex.quote(str(value))))
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(path + '.tmp', path)
+
+
+def parse_args(argv=None):
+    from data import DEFAULTS
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        argv = read_config(known.config) + argv     # later flags win: the command line overrides
+        known, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**DEFAULTS.get(known.data_name.lower(), {}))
+    args = parser.parse_args(argv)
+    args.eval_metrics = [m.strip() for m in args.eval_metrics.split(',') if m.strip()]
+    return args
+
+
+def check_args(args, num_devices):
+    """Ranges of single flags and combinations of several that no class owns; each a one-line
+    UserError naming the flags. What a class checks itself (the loss's num_instances, the
+    sampler's batch layout, SEE's bounds) it reports as ValueError, turned into one line by
+    flag_errors."""
+    from data.sampler import check_batch_layout
+    from loss import LOSSES
+    from loss.pair_loss import PairLoss
+    from utils.evaluation import METRICS
+    with flag_errors():         # the classes' own checks, before any data is read
+        check_batch_layout(args.batch_size, args.num_instances)
+        if issubclass(LOSSES[args.loss], PairLoss):
+            LOSSES[args.loss].check_layout(args.num_instances, args.n_inner_pts)
+    if args.batch_size % num_devices:
+        raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
+                        % (args.batch_size, num_devices))
+    if args.warmup_epochs < 0:
+        raise UserError('--warmup_epochs must be >= 0')
+    if not 0 <= args.val_class_ratio < 1 or not 0 < args.train_class_ratio < 1:
+        raise UserError('--val_class_ratio must be in [0, 1) and --train_class_ratio in (0, 1)')
+    if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
+        raise UserError('--checkpoint_epochs must be >= 0 and --keep_checkpoints >= 1')
+    if sorted(set(args.lr_decay_epochs)) != args.lr_decay_epochs:
+        raise UserError('--lr_decay_epochs must be increasing, got %s' % args.lr_decay_epochs)
+    unknown = [m for m in args.eval_metrics if m not in METRICS]
+    if unknown or not args.eval_metrics:
+        raise UserError('--eval_metrics: unknown %s; choose from %s' % (unknown, ', '.join(METRICS)))
+    if args.eval_epoch_term < 1 or args.summary_step < 1 or args.epochs < 1:
+        raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
+    if not 0 <= args.start_epoch < args.epochs:
+        raise UserError('--start_epoch (%d) must be in [0, --epochs (%d))' % (args.start_epoch, args.epochs))
+    for flag, value in (('--lr', args.lr), ('--embed_dim', args.embed_dim), ('--lr_decay_factor', args.lr_decay_factor)):
+        if not value > 0:
+            raise UserError('%s must be positive, got %s' % (flag, value))
+    if args.wd < 0:
+        raise UserError('--wd must be >= 0, got %s' % args.wd)
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise UserError('--image_size must be at least %d (the trunk downsamples 32x), got %d'
+                        % (MIN_IMAGE_SIZE, args.image_size))
+    keys = metric_keys(args)
+    if args.select_metric and args.select_metric not in keys:
+        raise UserError('--select_metric %s is not evaluated; choose one of %s' % (args.select_metric, ', '.join(keys)))
+
+
+MIN_IMAGE_SIZE = 32
+# the key each --eval_metrics entry reports (recall: R@K per K)
+METRIC_KEYS = {'map_at_r': 'MAP@R', 'r_precision': 'RP', 'nmi': 'NMI', 'f1': 'F1'}
+
+
+def metric_keys(args):
+    """The keys of the metrics the run evaluates: R@K per --recallk, MAP@R, RP, NMI, F1."""
+    return [key for m in args.eval_metrics
+            for key in (['R@%d' % k for k in args.recallk] if m == 'recall' else [METRIC_KEYS[m]])]
+
+
+def selection_metric(args):
+    """The metric key that chooses the best epoch: --select_metric, else R@K of the first K when
+    recall is evaluated, else the first of --eval_metrics."""
+    if args.select_metric:
+        return args.select_metric
+    return 'R@%d' % args.recallk[0] if 'recall' in args.eval_metrics else metric_keys(args)[0]
+
+
+@contextmanager
+def flag_errors():
+    """Turn the ValueError of a class given the flags' values into the command line's one line:
+    a parameter named like a flag (num_instances) is named as the flag (--num_instances)."""
+    try:
+        yield
+    except ValueError as exc:
+        dests = sorted(build_parser().parse_args([]).__dict__, key=len, reverse=True)
+        message = re.sub(r'(?<![-\w])(%s)(?!\w)' % '|'.join(dests), r'--\1', str(exc))
+        raise UserError(message) from exc
