@@ -24,7 +24,7 @@ META_DIRS = ('', 'meta', os.path.join('meta', 'CARS196'))
 def _check_image_dir(data_dir):
     image_dir = os.path.join(data_dir, 'car_ims')
     if not os.path.isdir(image_dir):
-        raise UserError(f"CARS196: image folder {image_dir} does not exist (expected data_dir/car_ims/)")
+        raise UserError("CARS196: image folder %s does not exist (expected data_dir/car_ims/)" % image_dir)
 
 
 def load_from_mat(data_dir):
@@ -34,15 +34,15 @@ def load_from_mat(data_dir):
     try:
         mat = scipy.io.loadmat(mat_path, squeeze_me=True)
     except Exception as err:  # scipy raises several types for truncated or non-MAT files
-        raise UserError(f"cannot read {mat_path}: {err} (expected {expected})") from None
+        raise UserError("cannot read %s: %s (expected %s)" % (mat_path, err, expected)) from None
     annotations = mat.get('annotations')
     if annotations is None:
-        raise UserError(f"{mat_path} is malformed: no 'annotations' variable (expected {expected})")
+        raise UserError("%s is malformed: no 'annotations' variable (expected %s)" % (mat_path, expected))
     names = getattr(annotations.dtype, 'names', None) or ()
     missing = [field for field in MAT_FIELDS if field not in names]
     if missing:
-        raise UserError(f"{mat_path} is malformed: 'annotations' lacks field(s) {', '.join(missing)} "
-                        f"(expected {expected})")
+        raise UserError("%s is malformed: 'annotations' lacks field(s) %s "
+                        "(expected %s)" % (mat_path, ', '.join(missing), expected))
     # squeeze_me turns a single annotation into a 0-d array.
     annotations = np.atleast_1d(annotations)
     train, test = [], []
@@ -50,7 +50,8 @@ def load_from_mat(data_dir):
         try:
             rel_path, cls = str(record['relative_im_path']), int(record['class'])
         except (TypeError, ValueError) as err:
-            raise UserError(f"{mat_path} is malformed: bad annotation {record!r} ({err}; expected {expected})") from None
+            raise UserError("%s is malformed: bad annotation %r (%s; expected %s)"
+                            % (mat_path, record, err, expected)) from None
         item = (os.path.join(data_dir, rel_path), cls - 1)
         (train if cls <= NUM_TRAIN_CLASSES else test).append(item)
     return Splits(train, test)
@@ -65,11 +66,12 @@ def _read_meta(data_dir, meta_path):
             continue
         fields = line.split()
         if len(fields) != 4:
-            raise UserError(f"{meta_path} line {line_no}: expected 'image_id class_id view_id path', got {line!r}")
+            raise UserError("%s line %d: expected 'image_id class_id view_id path', got %r"
+                            % (meta_path, line_no, line))
         try:
             label = int(fields[1])
         except ValueError:
-            raise UserError(f"{meta_path} line {line_no}: class_id {fields[1]!r} is not an integer") from None
+            raise UserError("%s line %d: class_id %r is not an integer" % (meta_path, line_no, fields[1])) from None
         items.append((os.path.join(data_dir, fields[3]), label))
     return items
 
@@ -98,5 +100,6 @@ def load_cars196(data_dir):
     if meta_dir is not None:
         _check_image_dir(data_dir)
         return load_from_meta(data_dir, meta_dir)
-    raise UserError(f"CARS196 not found in {data_dir}: expected either {MAT_NAME} + car_ims/ (standard release) "
-                    f"or train.txt + test.txt (official EE meta, in data_dir or data_dir/meta) + car_ims/")
+    raise UserError("CARS196 not found in %s: expected either %s + car_ims/ (standard release) "
+                    "or train.txt + test.txt (official EE meta, in data_dir or data_dir/meta) + car_ims/"
+                    % (data_dir, MAT_NAME))

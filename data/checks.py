@@ -17,7 +17,7 @@ _CV2_LOG_ERROR = 2
 
 def warn(message):
     """Print a one-line warning to stderr, in the style of main.py's ``error: ...`` lines."""
-    print(f'warning: {message}', file=sys.stderr, flush=True)
+    print('warning: %s' % message, file=sys.stderr, flush=True)
 
 
 def _decode_error(source):
@@ -50,7 +50,7 @@ def check_images(items, skip_bad_images=False, num_workers=0, desc='checking ima
                 bar.update()
                 if error is not None:
                     if not skip_bad_images:
-                        raise UserError(f"{error}; pass --skip_bad_images to leave such images out")
+                        raise UserError("%s; pass --skip_bad_images to leave such images out" % error)
                     bad.append(path)
     finally:
         cv2.setLogLevel(old_level)
@@ -58,8 +58,8 @@ def check_images(items, skip_bad_images=False, num_workers=0, desc='checking ima
             pool.terminate()
     if not bad:
         return items
-    warn(f"skipped {len(bad)} image(s) that cannot be decoded: {', '.join(bad[:3])}"
-         f"{', ...' if len(bad) > 3 else ''}")
+    warn("skipped %d image(s) that cannot be decoded: %s%s"
+         % (len(bad), ', '.join(bad[:3]), ', ...' if len(bad) > 3 else ''))
     dropped = set(bad)
     return [item for item in items if isinstance(item[0], np.ndarray) or item[0] not in dropped]
 
@@ -83,5 +83,6 @@ def warn_single_image_classes(labels, split='training'):
     classes, counts = np.unique(np.asarray(labels), return_counts=True)
     single = classes[counts == 1]
     if len(single):
-        warn(f"{len(single)} of the {len(classes)} {split} classes have a single image and cannot form a "
-             f"positive pair (the sampler repeats it), e.g. label(s) {', '.join(map(str, single[:3]))}")
+        warn("%d of the %d %s classes have a single image and cannot form a "
+             "positive pair (the sampler repeats it), e.g. label(s) %s"
+             % (len(single), len(classes), split, ', '.join(map(str, single[:3]))))

@@ -17,14 +17,15 @@ def find_root(data_dir):
     for root in (data_dir, os.path.join(data_dir, 'CUB_200_2011')):
         if os.path.isfile(os.path.join(root, 'images.txt')):
             return root
-    raise UserError(f"CUB-200-2011: {os.path.join(data_dir, 'images.txt')} not found "
-                    f"(nor in {os.path.join(data_dir, 'CUB_200_2011')}); expected layout {LAYOUT}")
+    raise UserError("CUB-200-2011: %s not found "
+                    "(nor in %s); expected layout %s"
+                    % (os.path.join(data_dir, 'images.txt'), os.path.join(data_dir, 'CUB_200_2011'), LAYOUT))
 
 
 def _read_pairs(path):
     """``id value`` lines -> dict id -> value (the value may contain no spaces)."""
     if not os.path.isfile(path):
-        raise UserError(f"CUB-200-2011: {path} not found; expected layout {LAYOUT}")
+        raise UserError("CUB-200-2011: %s not found; expected layout %s" % (path, LAYOUT))
     pairs = {}
     with open(path) as f:
         for line_no, line in enumerate(f, start=1):
@@ -32,7 +33,7 @@ def _read_pairs(path):
             if not fields:
                 continue
             if len(fields) != 2:
-                raise UserError(f"{path} line {line_no}: expected '<id> <value>', got {line.strip()!r}")
+                raise UserError("%s line %d: expected '<id> <value>', got %r" % (path, line_no, line.strip()))
             pairs[fields[0]] = fields[1]
     return pairs
 
@@ -42,18 +43,19 @@ def load_cub200(data_dir):
     root = find_root(data_dir)
     image_dir = os.path.join(root, 'images')
     if not os.path.isdir(image_dir):
-        raise UserError(f"CUB-200-2011: image folder {image_dir} not found; expected layout {LAYOUT}")
+        raise UserError("CUB-200-2011: image folder %s not found; expected layout %s" % (image_dir, LAYOUT))
     paths = _read_pairs(os.path.join(root, 'images.txt'))
     labels_path = os.path.join(root, 'image_class_labels.txt')
     classes = _read_pairs(labels_path)
     items = []
     for image_id, rel_path in paths.items():
         if image_id not in classes:
-            raise UserError(f"{labels_path} has no class for image id {image_id}")
+            raise UserError("%s has no class for image id %s" % (labels_path, image_id))
         try:
             label = int(classes[image_id]) - 1
         except ValueError:
-            raise UserError(f"{labels_path}: class {classes[image_id]!r} of image {image_id} is not an integer") from None
+            raise UserError("%s: class %r of image %s is not an integer"
+                            % (labels_path, classes[image_id], image_id)) from None
         items.append((os.path.join(image_dir, rel_path), label))
     class_ids = sorted({label for _, label in items})
     train_classes = set(class_ids[:len(class_ids) // 2])

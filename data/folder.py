@@ -45,10 +45,10 @@ def find_class_folders(data_dir, skip_bad_images=False):
     if unsupported:
         supported = ', '.join(e[1:] for e in IMAGE_EXTENSIONS)
         if not skip_bad_images:
-            raise UserError(f"{unsupported[0]}: image format not supported (supported: {supported}); "
-                            f"convert or remove it, or pass --skip_bad_images")
-        warn(f"skipped {len(unsupported)} image(s) of unsupported formats (supported: {supported}): "
-             f"{', '.join(unsupported[:3])}{', ...' if len(unsupported) > 3 else ''}")
+            raise UserError("%s: image format not supported (supported: %s); "
+                            "convert or remove it, or pass --skip_bad_images" % (unsupported[0], supported))
+        warn("skipped %d image(s) of unsupported formats (supported: %s): %s%s"
+             % (len(unsupported), supported, ', '.join(unsupported[:3]), ', ...' if len(unsupported) > 3 else ''))
     return sorted(classes)
 
 
@@ -56,13 +56,14 @@ def load_folder(data_dir, train_class_ratio=0.5, skip_bad_images=False):
     """Splits(train, test) of ``(image path, label)``: the first classes in path order train, the rest test."""
     classes = find_class_folders(data_dir, skip_bad_images)
     if len(classes) < 2:
-        raise UserError(f"{data_dir} has {len(classes)} folder(s) directly holding images; expected at "
-                        f"least 2, one per class (any depth), images with extensions "
-                        f"{', '.join(e[1:] for e in IMAGE_EXTENSIONS)}")
+        raise UserError("%s has %d folder(s) directly holding images; expected at "
+                        "least 2, one per class (any depth), images with extensions %s"
+                        % (data_dir, len(classes), ', '.join(e[1:] for e in IMAGE_EXTENSIONS)))
     num_train = int(train_class_ratio * len(classes) + 0.5)
     if not 0 < num_train < len(classes):
-        raise UserError(f"--train_class_ratio {train_class_ratio} leaves {num_train} of the {len(classes)} "
-                        f"classes in {data_dir} for training; both splits need at least one class")
+        raise UserError("--train_class_ratio %s leaves %d of the %d "
+                        "classes in %s for training; both splits need at least one class"
+                        % (train_class_ratio, num_train, len(classes), data_dir))
     items = [(path, label) for label, (_, images) in enumerate(classes) for path in images]
     num_train_images = sum(len(images) for _, images in classes[:num_train])
     return Splits(items[:num_train_images], items[num_train_images:])

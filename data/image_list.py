@@ -18,11 +18,11 @@ def read_rgb(path):
     Raises UserError naming the path when the file is missing or cannot be decoded.
     """
     if not os.path.isfile(path):
-        raise UserError(f"cannot decode image {path}: file does not exist")
+        raise UserError("cannot decode image %s: file does not exist" % path)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         # cv2.imread signals unreadable, truncated or unsupported files only by returning None.
-        raise UserError(f"cannot decode image {path}: not a readable image file (corrupt or unsupported format)")
+        raise UserError("cannot decode image %s: not a readable image file (corrupt or unsupported format)" % path)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -15,32 +15,32 @@ from .splits import Splits, label_map
 LIST = os.path.join('Eval', 'list_eval_partition.txt')
 HEADER = 'image_name item_id evaluation_status'
 STATUSES = ('train', 'query', 'gallery')
-LAYOUT = f"data_dir/{{{LIST} (line 1 the count, line 2 '{HEADER}'), img/...}}"
+LAYOUT = "data_dir/{%s (line 1 the count, line 2 '%s'), img/...}" % (LIST, HEADER)
 
 
 def read_partition(data_dir):
     """``{status: [(path, item_id), ...]}`` from the list; raises UserError naming file and line."""
     list_path = os.path.join(data_dir, LIST)
     if not os.path.isfile(list_path):
-        raise UserError(f"In-Shop: {list_path} not found; expected layout {LAYOUT}")
+        raise UserError("In-Shop: %s not found; expected layout %s" % (list_path, LAYOUT))
     with open(list_path) as f:
         lines = f.read().splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit() or lines[1].split() != HEADER.split():
-        raise UserError(f"{list_path} is malformed: expected the image count on line 1 and the header "
-                        f"'{HEADER}' on line 2")
+        raise UserError("%s is malformed: expected the image count on line 1 and the header "
+                        "'%s' on line 2" % (list_path, HEADER))
     rows = {status: [] for status in STATUSES}
     for line_no, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 3 or fields[2] not in rows:
-            raise UserError(f"{list_path} line {line_no}: expected '{HEADER}' with a status among "
-                            f"{', '.join(STATUSES)}, got {line!r}")
+            raise UserError("%s line %d: expected '%s' with a status among "
+                            "%s, got %r" % (list_path, line_no, HEADER, ', '.join(STATUSES), line))
         rows[fields[2]].append((os.path.join(data_dir, fields[0]), fields[1]))
     count = sum(len(r) for r in rows.values())
     if count != int(lines[0]):
-        raise UserError(f"{list_path}: line 1 announces {int(lines[0])} images but {count} rows follow "
-                        f"(a truncated or edited file?)")
+        raise UserError("%s: line 1 announces %d images but %d rows follow "
+                        "(a truncated or edited file?)" % (list_path, int(lines[0]), count))
     return rows
 
 
@@ -50,18 +50,18 @@ def load_inshop(data_dir):
     list_path = os.path.join(data_dir, LIST)
     for status in STATUSES:
         if not rows[status]:
-            raise UserError(f"{list_path} has no '{status}' rows")
+            raise UserError("%s has no '%s' rows" % (list_path, status))
     first = rows['train'][0][0]
     if not os.path.isfile(first):
         # One stat catches a data_dir that holds Eval/ but not img/.
-        raise UserError(f"{first}, the first image of {list_path}, does not exist: paths are relative to "
-                        f"{data_dir}; expected layout {LAYOUT}")
+        raise UserError("%s, the first image of %s, does not exist: paths are relative to "
+                        "%s; expected layout %s" % (first, list_path, data_dir, LAYOUT))
     train_items = {item for _, item in rows['train']}
     test_items = {item for _, item in rows['query'] + rows['gallery']}
     shared = train_items & test_items
     if shared:
-        raise UserError(f"{list_path}: {len(shared)} item_id(s) are both train and query/gallery, "
-                        f"e.g. {min(shared)}; expected class-disjoint splits")
+        raise UserError("%s: %d item_id(s) are both train and query/gallery, "
+                        "e.g. %s; expected class-disjoint splits" % (list_path, len(shared), min(shared)))
     train_labels = label_map(train_items)
     test_labels = label_map(test_items, start=len(train_labels))
     train = [(path, train_labels[item]) for path, item in rows['train']]

@@ -109,6 +109,6 @@ def build_loaders(name, data_dir, image_size, batch_size, num_instances, num_wor
     loaders = build_split_loaders(name, data_dir, image_size, batch_size, num_instances, num_workers,
                                   test_batch_size, **options)
     if loaders.test is None:
-        raise UserError(f"data set {name!r} is evaluated as queries against a gallery, which this "
-                        f"caller does not support (it needs data.build_split_loaders)")
+        raise UserError("data set %r is evaluated as queries against a gallery, which this "
+                        "caller does not support (it needs data.build_split_loaders)" % name)
     return loaders.train, loaders.test.loader, loaders.train_labels, loaders.test.labels

@@ -37,19 +37,19 @@ def check_nonempty(splits, name, data_dir):
     """UserError naming the first split (of those the data set has) without images."""
     for split, items in zip(('training', 'test', 'query', 'gallery'), splits):
         if items is not None and not items:
-            raise UserError(f"data set {name!r} in {data_dir} has no {split} images")
+            raise UserError("data set %r in %s has no %s images" % (name, data_dir, split))
 
 
 def get_dataset(name, data_dir, **options):
     """Splits of data set ``name`` read from data_dir; options go to the loaders that accept them."""
     key = name.lower()
     if key not in DATASETS:
-        raise UserError(f"unknown data set {name!r} (--data_name); choose one of {', '.join(sorted(DATASETS))}")
+        raise UserError("unknown data set %r (--data_name); choose one of %s" % (name, ', '.join(sorted(DATASETS))))
     if key not in _BUNDLED:
         if not os.path.isdir(data_dir):
-            raise UserError(f"data directory {data_dir} does not exist (--data_dir)")
+            raise UserError("data directory %s does not exist (--data_dir)" % data_dir)
         if not os.listdir(data_dir):
-            raise UserError(f"data directory {data_dir} is empty (--data_dir)")
+            raise UserError("data directory %s is empty (--data_dir)" % data_dir)
     load = DATASETS[key]
     accepted = inspect.signature(load).parameters
     splits = load(data_dir, **{k: v for k, v in options.items() if k in accepted})

@@ -15,7 +15,7 @@ from .splits import Splits, label_map
 FOLDER = 'Stanford_Online_Products'
 LISTS = ('Ebay_train.txt', 'Ebay_test.txt')
 HEADER = 'image_id class_id super_class_id path'
-LAYOUT = f"{FOLDER}/{{{', '.join(LISTS)}, <super class>_final/*.JPG}}"
+LAYOUT = "%s/{%s, <super class>_final/*.JPG}" % (FOLDER, ', '.join(LISTS))
 
 
 def find_root(data_dir):
@@ -24,8 +24,9 @@ def find_root(data_dir):
         if all(os.path.isfile(os.path.join(root, name)) for name in LISTS):
             return root
     missing = [name for name in LISTS if not os.path.isfile(os.path.join(data_dir, name))]
-    raise UserError(f"Stanford Online Products: {os.path.join(data_dir, missing[0])} not found "
-                    f"(nor in {os.path.join(data_dir, FOLDER)}); expected layout {LAYOUT}")
+    raise UserError("Stanford Online Products: %s not found "
+                    "(nor in %s); expected layout %s"
+                    % (os.path.join(data_dir, missing[0]), os.path.join(data_dir, FOLDER), LAYOUT))
 
 
 def read_list(root, name):
@@ -35,23 +36,23 @@ def read_list(root, name):
         lines = f.read().splitlines()
     if not lines or lines[0].split() != HEADER.split():
         got = lines[0] if lines else ''
-        raise UserError(f"{list_path} line 1: expected the header '{HEADER}', got {got!r}")
+        raise UserError("%s line 1: expected the header '%s', got %r" % (list_path, HEADER, got))
     rows = []
     for line_no, line in enumerate(lines[1:], start=2):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 4 or not fields[1].isdigit():
-            raise UserError(f"{list_path} line {line_no}: expected '{HEADER}' with an integer class_id, "
-                            f"got {line!r}")
+            raise UserError("%s line %d: expected '%s' with an integer class_id, "
+                            "got %r" % (list_path, line_no, HEADER, line))
         rows.append((os.path.join(root, fields[3]), int(fields[1])))
     if not rows:
-        raise UserError(f"{list_path} lists no images (expected rows '{HEADER}' after the header)")
+        raise UserError("%s lists no images (expected rows '%s' after the header)" % (list_path, HEADER))
     first = rows[0][0]
     if not os.path.isfile(first):
         # One stat catches a data_dir that holds the lists but not the images beside them.
-        raise UserError(f"{first}, the first image of {list_path}, does not exist: "
-                        f"paths are relative to {root}; expected layout {LAYOUT}")
+        raise UserError("%s, the first image of %s, does not exist: "
+                        "paths are relative to %s; expected layout %s" % (first, list_path, root, LAYOUT))
     return rows
 
 
@@ -61,8 +62,9 @@ def load_sop(data_dir):
     train_rows, test_rows = (read_list(root, name) for name in LISTS)
     shared = {cid for _, cid in train_rows} & {cid for _, cid in test_rows}
     if shared:
-        raise UserError(f"{os.path.join(root, LISTS[0])} and {LISTS[1]} share {len(shared)} class_id(s), "
-                        f"e.g. {min(shared)}; expected class-disjoint splits")
+        raise UserError("%s and %s share %d class_id(s), "
+                        "e.g. %s; expected class-disjoint splits"
+                        % (os.path.join(root, LISTS[0]), LISTS[1], len(shared), min(shared)))
     train_labels = label_map(cid for _, cid in train_rows)
     test_labels = label_map((cid for _, cid in test_rows), start=len(train_labels))
     return Splits([(path, train_labels[cid]) for path, cid in train_rows],

@@ -17,14 +17,14 @@ def split_validation(train_items, val_class_ratio, seed=0):
     validation items keep their labels. val_class_ratio 0 returns (train_items, []).
     """
     if not 0 <= val_class_ratio < 1:
-        raise UserError(f"--val_class_ratio must be in [0, 1), got {val_class_ratio}")
+        raise UserError("--val_class_ratio must be in [0, 1), got %s" % val_class_ratio)
     if val_class_ratio == 0:
         return list(train_items), []
     classes = sorted({label for _, label in train_items})
     num_val = max(1, int(val_class_ratio * len(classes) + 0.5))
     if num_val >= len(classes):
-        raise UserError(f"--val_class_ratio {val_class_ratio} holds out {num_val} of the {len(classes)} "
-                        f"training classes, leaving none to train on")
+        raise UserError("--val_class_ratio %s holds out %d of the %d "
+                        "training classes, leaving none to train on" % (val_class_ratio, num_val, len(classes)))
     chosen = np.random.RandomState(seed).choice(len(classes), num_val, replace=False)
     val_classes = {classes[i] for i in chosen.tolist()}
     relabel = label_map(c for c in classes if c not in val_classes)
