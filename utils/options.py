@@ -261,8 +261,8 @@ def check_args(args, num_devices):
                         % (args.batch_size, num_devices))
     if args.warmup_epochs < 0:
         raise UserError('--warmup_epochs must be >= 0')
-    if not 0 <= args.val_class_ratio < 1 or not 0 < args.train_class_ratio < 1:
-        raise UserError('--val_class_ratio must be in [0, 1) and --train_class_ratio in (0, 1)')
+    if not 0 < args.train_class_ratio < 1:         # (--val_class_ratio: data/validation.py checks it)
+        raise UserError('--train_class_ratio must be in (0, 1), got %s' % args.train_class_ratio)
     if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
         raise UserError('--checkpoint_epochs must be >= 0 and --keep_checkpoints >= 1')
     if sorted(set(args.lr_decay_epochs)) != args.lr_decay_epochs:
