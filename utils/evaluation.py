@@ -348,11 +348,13 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
     return ap, rp, (n_tie_pos > 0) & (n_tie_neg > 0)
 
 
-def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None):
+def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None, self_q=None):
     """Recall@K / MAP@R / R-precision of queries against a prepared _Gallery.
 
     q: (m, d) queries and q_labels: (m,), or None for self-retrieval: every gallery item queries
-    all others (its own column excluded).  Returns a dict of Python floats.
+    all others (its own column excluded).  self_q: (n, d) in the gallery's original row order,
+    self-retrieval with these rows as the queries instead of the gallery's own (query expansion).
+    Returns a dict of Python floats.
     """
     self_retrieval = q is None
     if self_retrieval:
@@ -384,7 +386,9 @@ def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None
         hi = min(lo + block_size, m)
         r = r_all[lo:hi]
         k_top = int(r.max()) if want_map and r.max() > 0 else 0
-        if self_retrieval:
+        if self_q is not None:
+            qa = _augment_queries(self_q[gallery.order[lo:hi]])
+        elif self_retrieval:
             # The gallery rows are the queries: recover [x, 1] from [-2x, |x|^2] (exact scaling)
             # instead of keeping a second copy of the embeddings.
             qa = gallery.xa[lo:hi] * np.float32(-0.5)
@@ -475,13 +479,14 @@ def pairwise_f1(labels, clusters):
 
 
 def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8), ctx=None,
-             seed=0, block_size=None):
+             seed=0, block_size=None, queries=None):
     """Evaluate embeddings by self-retrieval (each item queries all others) and by clustering.
 
     embeddings: (n, d) float numpy array or mx.nd.NDArray; labels: (n,) ints.
     metrics: subset of METRICS; recallk: positive ints; ctx: None for numpy on the CPU, or an
     MXNet context for the block GEMM and reductions; seed: k-means seed; block_size: query rows
-    per block (default: about 64 MB of float32 scores per block).
+    per block (default: about 64 MB of float32 scores per block); queries: optional (n, d), row i
+    queries all embeddings but row i (retrieval metrics only; utils.query_expansion).
     Returns a dict of floats in [0, 1] with keys 'R@k' per k ('recall'), 'MAP@R', 'RP', 'NMI', 'F1'.
     """
     metrics = _check_metrics(metrics, METRICS)
@@ -492,7 +497,9 @@ def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8)
     out = {}
     retrieval = [m for m in metrics if m in RETRIEVAL_METRICS]
     if retrieval:
-        out.update(_retrieval(_Gallery(emb, labels), recallk, retrieval, ctx, block_size))
+        self_q = None if queries is None else _as_array(queries, 'queries', 2, np.float32)
+        out.update(_retrieval(_Gallery(emb, labels), recallk, retrieval, ctx, block_size,
+                              self_q=self_q))
     if 'nmi' in metrics or 'f1' in metrics:
         from sklearn.metrics import normalized_mutual_info_score
         clusters = kmeans_assign(emb, len(np.unique(labels)), seed)
