@@ -7,6 +7,9 @@ Queries against a separate gallery (In-Shop):
     python3 -m utils.evaluate --query-embeddings QE.npy --query-labels QL.npy \\
         --gallery-embeddings GE.npy --gallery-labels GL.npy --recallk 1,10,20,30,40,50
 
+With ``--qe K`` and/or ``--dba K`` (utils.query_expansion) the retrieval metrics are computed again
+on the expanded embeddings and printed under their own names, e.g. ``R@1_qe_dba``.
+
 Prints one metric per line (percent) and optionally writes the raw fractions as JSON.  Bad input
 is reported as one line ``error: ...`` on stderr with exit status 2.
 """
@@ -19,6 +22,7 @@ import numpy as np
 
 from .errors import UserError, run_command
 from .evaluation import METRICS, evaluate, evaluate_query_gallery
+from .query_expansion import evaluate_expanded
 
 
 def _parse_recallk(text):
@@ -82,6 +86,10 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0, help='k-means seed')
     parser.add_argument('--block-size', type=int, default=None,
                         help='query rows per block (default: about 64 MB of scores)')
+    parser.add_argument('--qe', type=int, default=0,
+                        help='also evaluate with average query expansion over K neighbours')
+    parser.add_argument('--dba', type=int, default=0,
+                        help='also evaluate with database augmentation over K neighbours')
     parser.add_argument('--json', help='write the metrics (fractions) to this JSON file')
     return parser
 
@@ -92,6 +100,9 @@ def run(argv=None):
     recallk = _parse_recallk(args.recallk)
     if args.block_size is not None and args.block_size < 1:
         raise UserError('--block-size must be a positive integer, got %d' % args.block_size)
+    if args.qe < 0 or args.dba < 0:
+        raise UserError('--qe and --dba must be >= 0 (0: off), got %d and %d' % (args.qe, args.dba))
+    expand = dict(qe=args.qe, dba=args.dba, recallk=recallk, block_size=args.block_size)
     qg_flags = [args.query_embeddings, args.query_labels, args.gallery_embeddings,
                 args.gallery_labels]
     if any(f is not None for f in qg_flags):
@@ -115,6 +126,9 @@ def run(argv=None):
         try:
             result = evaluate_query_gallery(qe, ql, ge, gl, recallk, metrics=metrics,
                                             block_size=args.block_size)
+            if args.qe or args.dba:
+                result.update(evaluate_expanded(ge, gl, metrics=metrics, query_emb=qe,
+                                                query_labels=ql, **expand))
         except ValueError as exc:  # e.g. NaN embeddings
             raise UserError('--query-embeddings %s / --gallery-embeddings %s: %s'
                             % (args.query_embeddings, args.gallery_embeddings, exc))
@@ -128,10 +142,12 @@ def run(argv=None):
         try:
             result = evaluate(emb, labels, metrics=metrics, recallk=recallk, seed=args.seed,
                               block_size=args.block_size)
+            if args.qe or args.dba:
+                result.update(evaluate_expanded(emb, labels, metrics=metrics, **expand))
         except ValueError as exc:  # e.g. NaN embeddings
             raise UserError('--embeddings %s: %s' % (args.embeddings, exc))
     for key, value in result.items():
-        print('%-8s %7.2f' % (key, 100.0 * value))
+        print('%-14s %7.2f' % (key, 100.0 * value))
     if args.json:
         try:
             with open(args.json, 'w') as f:

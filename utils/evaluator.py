@@ -29,16 +29,22 @@ def evaluate_net(net, loaders, ctx, args, split='test'):
     args: the run's flags (eval_metrics, recallk, seed). embeddings: {name: (embeddings (n, d),
     labels (n,))} of the sets evaluated. Clustering metrics do not apply to a query/gallery split.
     """
+    from utils.query_expansion import evaluate_expanded
     on = ctx[0] if ctx[0].device_type == 'gpu' else None
+    expand = dict(qe=args.eval_qe, dba=args.eval_dba, metrics=args.eval_metrics, recallk=args.recallk, ctx=on)
     if split == 'test' and loaders.gallery is not None:
         query = extract_embeddings(net, loaders.query.loader, ctx)
         gallery = extract_embeddings(net, loaders.gallery.loader, ctx)
         metrics = [m for m in args.eval_metrics if m in RETRIEVAL_METRICS]
-        return (evaluate_query_gallery(*query, *gallery, recallk=args.recallk, metrics=metrics, ctx=on),
-                {'query': query, 'gallery': gallery})
+        out = evaluate_query_gallery(*query, *gallery, recallk=args.recallk, metrics=metrics, ctx=on)
+        if args.eval_qe or args.eval_dba:     # --eval_qe / --eval_dba: extra keys such as R@1_qe_dba
+            out.update(evaluate_expanded(*gallery, query_emb=query[0], query_labels=query[1], **expand))
+        return out, {'query': query, 'gallery': gallery}
     emb, labels = extract_embeddings(net, getattr(loaders, split).loader, ctx)
-    return (evaluate(emb, labels, metrics=args.eval_metrics, recallk=args.recallk, ctx=on, seed=args.seed),
-            {split: (emb, labels)})
+    out = evaluate(emb, labels, metrics=args.eval_metrics, recallk=args.recallk, ctx=on, seed=args.seed)
+    if args.eval_qe or args.eval_dba:
+        out.update(evaluate_expanded(emb, labels, **expand))
+    return out, {split: (emb, labels)}
 
 
 def save_embeddings(embeddings, folder):

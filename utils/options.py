@@ -165,6 +165,10 @@ def _evaluation_flags(a):
     a('--select_metric', default=None,
       help='the metric that chooses the best epoch, e.g. R@1, MAP@R, NMI (default: R@K of the first --recallk, '
            'or the first of --eval_metrics without recall)')
+    a('--eval_qe', default=0, type=int,
+      help='also log retrieval metrics after average query expansion over K neighbours (R@1_qe, ...)')
+    a('--eval_dba', default=0, type=int,
+      help='also log retrieval metrics after database augmentation over K neighbours (R@1_dba, ...)')
     a('--summary_step', default=10, type=int, help='log loss and lr every this many iterations')
     a('--save_embeddings', action='store_true',
       help='write the test embeddings and labels of the best epoch as .npy under SAVE_DIR/embeddings')
@@ -270,6 +274,8 @@ def check_args(args, num_devices):
     unknown = [m for m in args.eval_metrics if m not in METRICS]
     if unknown or not args.eval_metrics:
         raise UserError('--eval_metrics: unknown %s; choose from %s' % (unknown, ', '.join(METRICS)))
+    if args.eval_qe < 0 or args.eval_dba < 0:
+        raise UserError('--eval_qe and --eval_dba must be >= 0 (0: off)')
     if args.eval_epoch_term < 1 or args.summary_step < 1 or args.epochs < 1:
         raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
     if not 0 <= args.start_epoch < args.epochs:
