@@ -1,0 +1,111 @@
+"""Embed new images with a trained run's own model.
+
+    python3 -m utils.embed RUN_DIR IMAGE_DIR --out OUT.npy [--params FILE] [--skip_bad_images]
+
+Every image under IMAGE_DIR (recursively, symbolic links followed, hidden files skipped) goes through
+the run's test transform (resize to --image_size, ImageNet normalisation) and model.  Images are
+ordered folder by folder, file names sorted within a folder: the order in which ``--data_name
+folder`` lists them, so the test classes of a folder run come out as its --save_embeddings.
+Writes OUT.npy, (N, embed_dim) float32 unit rows, and OUT.txt, the N image paths in the same order.
+A bad image stops with one line ``error: ...`` naming it, unless --skip_bad_images.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .errors import UserError, cli_main
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python3 -m utils.embed', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
+    p.add_argument('image_dir', help='folder of images, searched recursively')
+    p.add_argument('--out', required=True, help='embeddings .npy to write; the paths go to .txt beside it')
+    p.add_argument('--params', default=None, help='weights to use (default RUN_DIR/model_final.params)')
+    p.add_argument('--batch_size', type=int, default=64, help='images per forward pass')
+    p.add_argument('--ctx', default=None, help='cpu (default) | gpu:0')
+    p.add_argument('--skip_bad_images', action='store_true',
+                   help='leave out images that cannot be decoded (with a warning) instead of stopping')
+    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
+    return p
+
+
+def list_images(image_dir, skip_bad_images=False):
+    """Image paths under image_dir in data.folder's order (folder by folder, names sorted)."""
+    from data.folder import find_class_folders
+    if not os.path.isdir(image_dir):
+        raise UserError('IMAGE_DIR %s is not a folder' % image_dir)
+    paths = [path for _, images in find_class_folders(image_dir, skip_bad_images) for path in images]
+    if not paths:
+        raise UserError('no images under %s' % image_dir)
+    return paths
+
+
+def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=False):
+    """(embeddings (N, d) float32, the N paths kept) of images through the test transform."""
+    import mxnet as mx
+    from tqdm import tqdm
+
+    from data.checks import warn
+    from data.image_list import read_rgb
+    from data.transforms import test_transform
+    transform = test_transform(image_size)
+    feats, kept, bad, batch = [], [], [], []
+
+    def flush():
+        if batch:
+            x = mx.nd.array(np.stack(batch), ctx=ctx[0])
+            feats.append(net(x).asnumpy())
+            del batch[:]
+
+    # The bar goes to stdout, as main.py's: stderr keeps only warnings and the one error line.
+    for path in tqdm(paths, desc='embedding', unit='img', file=sys.stdout, dynamic_ncols=True):
+        try:
+            image = read_rgb(path)
+        except UserError as exc:
+            if not skip_bad_images:
+                raise UserError('%s; pass --skip_bad_images to leave such images out' % exc)
+            bad.append(path)
+            continue
+        batch.append(transform(image))
+        kept.append(path)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    if bad:
+        warn('skipped %d image(s) that cannot be decoded: %s%s'
+             % (len(bad), ', '.join(bad[:3]), ', ...' if len(bad) > 3 else ''))
+    if not kept:
+        raise UserError('none of the %d images could be decoded' % len(paths))
+    return np.concatenate(feats).astype(np.float32), kept
+
+
+def run(argv=None):
+    args = build_parser().parse_args(argv)
+    from .devices import parse_contexts
+    from .run import load_model
+    if args.batch_size < 1:
+        raise UserError('--batch_size must be positive, got %d' % args.batch_size)
+    if not args.out.endswith('.npy'):
+        raise UserError('--out must name a .npy file, got %s' % args.out)
+    ctx = parse_contexts(args.ctx)
+    paths = list_images(args.image_dir, args.skip_bad_images)
+    run_args, net = load_model(args.run_dir, args.params, ctx)
+    emb, kept = embed_paths(net, paths, run_args.image_size, ctx, args.batch_size,
+                            args.skip_bad_images)
+    listing = args.out[:-len('.npy')] + '.txt'
+    try:
+        np.save(args.out, emb)
+        with open(listing, 'w') as f:
+            f.write(''.join(path + '\n' for path in kept))
+    except OSError as exc:
+        raise UserError('--out: cannot write %s (%s)' % (exc.filename or args.out, exc.strerror))
+    print('%d images -> %s %s, %s' % (len(kept), args.out, emb.shape, listing))
+    return emb, kept
+
+
+if __name__ == '__main__':
+    sys.exit(cli_main(run))

@@ -1,0 +1,50 @@
+"""Export a trained run's model to MXNet's own deployment format (HybridBlock.export).
+
+    python3 -m utils.export RUN_DIR OUT_PREFIX [--params FILE]
+
+Writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params: one input ``data``, (B, 3, S, S) images
+resized to S = the run's --image_size, RGB scaled to [0, 1] then normalised with the ImageNet mean
+(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); output (B, embed_dim) unit embeddings.  Load
+it anywhere MXNet is installed, without this repository:
+
+    net = mx.gluon.SymbolBlock.imports('OUT_PREFIX-symbol.json', ['data'], 'OUT_PREFIX-0000.params')
+"""
+import argparse
+import sys
+
+from .errors import UserError, cli_main
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python3 -m utils.export', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
+    p.add_argument('out_prefix', help='writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params')
+    p.add_argument('--params', default=None, help='weights to use (default RUN_DIR/model_final.params)')
+    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
+    return p
+
+
+def export(net, image_size, out_prefix):
+    """Trace net once on a (1, 3, S, S) batch and write the symbol and parameter files."""
+    import mxnet as mx
+    net(mx.nd.zeros((1, 3, image_size, image_size)))   # export needs one forward pass of the graph
+    try:
+        net.export(out_prefix, epoch=0)
+    except OSError as exc:
+        raise UserError('cannot write %s-symbol.json (%s)' % (out_prefix, exc.strerror))
+    return out_prefix + '-symbol.json', out_prefix + '-0000.params'
+
+
+def run(argv=None):
+    args = build_parser().parse_args(argv)
+    from .run import load_model
+    run_args, net = load_model(args.run_dir, args.params)
+    files = export(net, run_args.image_size, args.out_prefix)
+    print('wrote %s and %s: input data (B, 3, %d, %d) -> (B, %d)'
+          % (files + (run_args.image_size, run_args.image_size, run_args.embed_dim)))
+    return files
+
+
+if __name__ == '__main__':
+    sys.exit(cli_main(run))

@@ -1,0 +1,42 @@
+"""A finished training run (a main.py --save_dir): its flags and its model with trained weights.
+
+The flags come from ``RUN_DIR/args.txt``, which main.py writes as a --config file, so main.py's own
+parser reads them (data-set defaults included) exactly as the run saw them.
+"""
+import os
+
+from .errors import UserError
+
+
+def run_args(run_dir):
+    """main.py's argparse Namespace of the run in run_dir."""
+    path = os.path.join(run_dir, 'args.txt')
+    if not os.path.isfile(path):
+        raise UserError('%s is not a run folder of main.py (no %s)' % (run_dir, path))
+    import main
+    return main.parse_args(['--config', path])
+
+
+def load_model(run_dir, params=None, ctx=None):
+    """(args, net): the run's EmbeddingNet, hybridised, with weights ``params`` (default
+    RUN_DIR/model_final.params) on ``ctx`` (a list of contexts, default [cpu]).
+
+    net maps (B, 3, S, S) normalised images (data.transforms.test_transform(args.image_size)) to
+    (B, embed_dim) unit embeddings.  The backbone is built without ImageNet weights: the
+    parameter file supplies every weight.
+    """
+    import mxnet as mx
+    from model import get_model
+    args = run_args(run_dir)
+    params = params or os.path.join(run_dir, 'model_final.params')
+    if not os.path.isfile(params):
+        raise UserError('--params: no such file: %s' % params)
+    ctx = list(ctx or [mx.cpu()])
+    net = get_model(args.backbone, args.embed_dim, False, None, ctx, pooling=args.pooling,
+                    bn_freeze=args.bn_freeze)
+    try:
+        net.load_parameters(params, ctx=ctx)
+    except (mx.base.MXNetError, AssertionError, ValueError) as exc:
+        raise UserError('cannot load %s into the model of %s (%s)'
+                        % (params, run_dir, str(exc).strip().splitlines()[0]))
+    return args, net
