@@ -15,6 +15,8 @@ the GEMM and the metrics see the same machine load.
     python3 bench/eval_bench.py --datasets sop --reps 3 --threads 1
     python3 bench/eval_bench.py --datasets sop --reps 1 \
         --tasks gemm,retrieval-plain,kmeans-default,kmeans-full1,kmeans-mb5
+    python3 bench/eval_bench.py --datasets sop --reps 1 --threads 1 \
+        --tasks gemm,retrieval,expand-qe4-dba4,qe4-dba4
     python3 bench/eval_bench.py --datasets sop --reps 3 --threads 1 --tasks gemm,recall,retrieval \
         --baseline 3ad607d
 
@@ -22,6 +24,9 @@ the GEMM and the metrics see the same machine load.
 removed at exit) on every task but gemm: in each round the baseline's worker and ours run one
 after the other on the same saved embeddings (which goes first alternates between rounds), and
 the table gains the ratio ours / baseline per round (median and range over the rounds).
+
+Tasks qeK-dbaK (either part may be left out, e.g. qe2) time utils.query_expansion's QE/DBA plus
+Recall + MAP@R + RP of the expanded embeddings; expand-qeK-dbaK the expansion alone.
 """
 import argparse
 import atexit
@@ -145,6 +150,15 @@ def worker(task, data_dir, recallk, module_path=None):
             kind = 'full' if task.startswith('kmeans-full') else 'mb'
             ev.kmeans_assign = _kmeans(kind, int(task[len('kmeans-' + kind):]))
         result = ev.evaluate(emb, labels, metrics=('nmi', 'f1'))
+    elif task.startswith(('qe', 'dba', 'expand-')):
+        from utils.query_expansion import evaluate_expanded, expand_queries_database
+        ks = dict((part.rstrip('0123456789'), int(part.lstrip('qeadb')))
+                  for part in task.replace('expand-', '').split('-'))
+        if task.startswith('expand-'):
+            expand_queries_database(emb, None, ks.get('qe', 0), ks.get('dba', 0))
+        else:
+            result = evaluate_expanded(emb, labels, ks.get('qe', 0), ks.get('dba', 0),
+                                       RETRIEVAL, recallk)
     else:
         metrics = {'recall': ('recall',), 'retrieval': RETRIEVAL, 'retrieval-plain': RETRIEVAL,
                    'clustering': ('nmi', 'f1'), 'all': ALL}[task]

@@ -19,26 +19,28 @@ import numpy as np
 _BLOCK_SCORES = 1 << 24
 
 
-def _top_k_rows(s, k, self_cols):
+def top_k_rows(s, k, self_cols):
     """Columns (B, k) of the k largest entries per row of s (B, n), ties to the lower column.
 
-    self_cols: (B,) column excluded per row (set to -inf in s), or None.  k < n is required when
-    self_cols is given (k <= n otherwise).
+    self_cols: (B,) column excluded per row (set to -inf in s), or None; k <= n (k < n with
+    self_cols).  Each row's columns come in no particular order.
     """
     b, n = s.shape
+    rows_b = np.arange(b)
     if self_cols is not None:
-        s[np.arange(b), self_cols] = -np.inf
-    if k >= n:
-        return np.argsort(-s, axis=1, kind='stable')[:, :k]
-    top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(s, top, axis=1)
-    tau = vals.min(axis=1)
-    # argpartition cuts a tie at the k-th value arbitrarily; the few rows where the tie reaches
-    # past the cut are redone by a full stable sort, so that lower columns win.
-    n_tie_all = np.count_nonzero(s == tau[:, None], axis=1)
-    n_tie_top = np.count_nonzero(vals == tau[:, None], axis=1)
-    for row in np.flatnonzero(n_tie_all > n_tie_top):
-        top[row] = np.argsort(-s[row], kind='stable')[:k]
+        s[rows_b, self_cols] = -np.inf
+    # The k-th largest value per row by a value-only partition: cheaper than argpartition and
+    # without its (B, n) int64 index array.  The items >= it are few (k, plus any tie).
+    tau = np.partition(s, n - k, axis=1)[:, n - k]
+    rows, cols = np.nonzero(s >= tau[:, None])
+    tie = s[rows, cols] == tau[rows]
+    # Per row: the items above tau, then the tied ones by column, the first k of them kept.
+    order = np.lexsort((cols, tie, rows))
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows_b)[rows]
+    keep = rank < k
+    top = np.empty((b, k), dtype=np.int64)
+    top[rows[keep], rank[keep]] = cols[keep]
     return top
 
 
@@ -62,7 +64,7 @@ def neighbour_sum(queries, database, k, self_neighbours=False, block_size=None):
     for lo in range(0, m, block_size):
         hi = min(lo + block_size, m)
         s = np.dot(queries[lo:hi], database.T, out=buf[:hi - lo])
-        rows = _top_k_rows(s, k, np.arange(lo, hi) if self_neighbours else None)
+        rows = top_k_rows(s, k, np.arange(lo, hi) if self_neighbours else None)
         acc = out[lo:hi]
         if queries is database:
             rows = np.sort(np.concatenate([np.arange(lo, hi)[:, None], rows], axis=1), axis=1)
