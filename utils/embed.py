@@ -9,27 +9,23 @@ folder`` lists them, so the test classes of a folder run come out as its --save_
 Writes OUT.npy, (N, embed_dim) float32 unit rows, and OUT.txt, the N image paths in the same order.
 A bad image stops with one line ``error: ...`` naming it, unless --skip_bad_images.
 """
-import argparse
 import os
 import sys
 
 import numpy as np
 
 from .errors import UserError, cli_main
+from .run import load_model, run_parser
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python3 -m utils.embed', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
-    p.add_argument('image_dir', help='folder of images, searched recursively')
+    p = run_parser('python3 -m utils.embed', __doc__,
+                   [('image_dir', 'folder of images, searched recursively')])
     p.add_argument('--out', required=True, help='embeddings .npy to write; the paths go to .txt beside it')
-    p.add_argument('--params', default=None, help='weights to use (default RUN_DIR/model_final.params)')
     p.add_argument('--batch_size', type=int, default=64, help='images per forward pass')
     p.add_argument('--ctx', default=None, help='cpu (default) | gpu:0')
     p.add_argument('--skip_bad_images', action='store_true',
                    help='leave out images that cannot be decoded (with a warning) instead of stopping')
-    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
     return p
 
 
@@ -86,14 +82,13 @@ def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=Fals
 def run(argv=None):
     args = build_parser().parse_args(argv)
     from .devices import parse_contexts
-    from .run import load_model
     if args.batch_size < 1:
         raise UserError('--batch_size must be positive, got %d' % args.batch_size)
     if not args.out.endswith('.npy'):
         raise UserError('--out must name a .npy file, got %s' % args.out)
     ctx = parse_contexts(args.ctx)
-    paths = list_images(args.image_dir, args.skip_bad_images)
     run_args, net = load_model(args.run_dir, args.params, ctx)
+    paths = list_images(args.image_dir, args.skip_bad_images)
     emb, kept = embed_paths(net, paths, run_args.image_size, ctx, args.batch_size,
                             args.skip_bad_images)
     listing = args.out[:-len('.npy')] + '.txt'

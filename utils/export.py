@@ -9,20 +9,15 @@ it anywhere MXNet is installed, without this repository:
 
     net = mx.gluon.SymbolBlock.imports('OUT_PREFIX-symbol.json', ['data'], 'OUT_PREFIX-0000.params')
 """
-import argparse
 import sys
 
 from .errors import UserError, cli_main
+from .run import load_model, run_parser
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python3 -m utils.export', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
-    p.add_argument('out_prefix', help='writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params')
-    p.add_argument('--params', default=None, help='weights to use (default RUN_DIR/model_final.params)')
-    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
-    return p
+    return run_parser('python3 -m utils.export', __doc__,
+                      [('out_prefix', 'writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params')])
 
 
 def export(net, image_size, out_prefix):
@@ -38,7 +33,6 @@ def export(net, image_size, out_prefix):
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    from .run import load_model
     run_args, net = load_model(args.run_dir, args.params)
     files = export(net, run_args.image_size, args.out_prefix)
     print('wrote %s and %s: input data (B, 3, %d, %d) -> (B, %d)'

@@ -40,3 +40,17 @@ def load_model(run_dir, params=None, ctx=None):
         raise UserError('cannot load %s into the model of %s (%s)'
                         % (params, run_dir, str(exc).strip().splitlines()[0]))
     return args, net
+
+
+def run_parser(prog, doc, positional=()):
+    """The argparse parser of a run tool: RUN_DIR, then ``positional`` (name, help) pairs, then
+    --params and --debug; the tool adds its own flags."""
+    import argparse
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
+    for name, text in positional:
+        p.add_argument(name, help=text)
+    p.add_argument('--params', default=None, help='weights to use (default RUN_DIR/model_final.params)')
+    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
+    return p
