@@ -133,13 +133,23 @@ def test_no_expansion_is_the_plain_evaluation():
 
 
 def test_query_gallery_metrics():
+    from utils.evaluation import evaluate_query_gallery
     g, gl = _data(n=50, seed=3)
     qs, ql = _data(n=30, seed=3)
-    result = evaluate_expanded(g, gl, 2, 1, recallk=(1, 5), query_emb=qs, query_labels=ql)
-    rq, rx = ref_expand(g, qs, 2, 1)
+    metrics = ('recall', 'map_at_r', 'r_precision')
+    result = evaluate_expanded(g, gl, 2, 1, metrics, recallk=(1, 5), query_emb=qs, query_labels=ql)
+    q, xa = expand_queries_database(g, qs, 2, 1)         # checked against ref_expand above
+    exact = evaluate_query_gallery(q, ql, xa, gl, (1, 5), metrics)
+    assert result == {k + '_qe_dba': v for k, v in exact.items()}
+    # QE alone makes no copies (see test_metrics_of_expanded_self_retrieval), so float32 and the
+    # float64 reference agree exactly.
+    result = evaluate_expanded(g, gl, 2, 0, metrics, recallk=(1, 5), query_emb=qs, query_labels=ql)
+    rq, rx = ref_expand(g, qs, 2, 0)
     expected = brute_force(rq, ql, rx, gl, (1, 5), False)
     for key, value in expected.items():
-        assert result[key + '_qe_dba'] == pytest.approx(value, abs=1e-9), key
+        assert result[key + '_qe'] == pytest.approx(value, abs=1e-9), key
+    plain = brute_force(qs, ql, g, gl, (1, 5), False)
+    assert any(abs(plain[k] - result[k + '_qe']) > 1e-3 for k in plain)
 
 
 def test_bad_k():
