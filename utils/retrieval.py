@@ -34,12 +34,17 @@ def build_parser():
 
 
 def nearest(queries, database, k, self_cols=None):
-    """(m, k) indices of the k nearest database rows (squared Euclidean) of each query row.
+    """(m, k) indices of the k nearest database rows (squared Euclidean) of each query row,
+    nearest first (ties: lower index first).
 
     queries (m, d), database (n, d); self_cols: (m,) database row of each query to leave out."""
     from .query_expansion import top_k_rows
-    score = 2.0 * np.dot(queries, database.T) - np.einsum('ij,ij->i', database, database)[None, :]
-    return top_k_rows(score.astype(np.float32), k, self_cols)
+    score = (2.0 * np.dot(queries, database.T)
+             - np.einsum('ij,ij->i', database, database)[None, :]).astype(np.float32)
+    top = top_k_rows(score, k, self_cols)
+    # top_k_rows returns each row's k in no particular order: sort them for the picture.
+    order = np.lexsort((top, -np.take_along_axis(score, top, axis=1)), axis=1)
+    return np.take_along_axis(top, order, axis=1)
 
 
 def tile(image, side, colour, border):
