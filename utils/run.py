@@ -5,7 +5,7 @@ parser reads them (data-set defaults included) exactly as the run saw them.
 """
 import os
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def run_args(run_dir):
@@ -38,7 +38,7 @@ def load_model(run_dir, params=None, ctx=None):
         net.load_parameters(params, ctx=ctx)
     except (mx.base.MXNetError, AssertionError, ValueError) as exc:
         raise UserError('cannot load %s into the model of %s (%s)'
-                        % (params, run_dir, str(exc).strip().splitlines()[0]))
+                        % (params, run_dir, first_line(exc)))
     return args, net
 
 
