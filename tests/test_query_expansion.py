@@ -158,3 +158,25 @@ def test_bad_k():
         expand_queries_database(x, None, qe=5)
     with pytest.raises(ValueError, match='dba'):
         expand_queries_database(x, None, dba=-1)
+
+
+def test_evaluate_cli_flags(tmp_path, capsys):
+    from utils.evaluate import main as cli
+    x, labels = _data(n=40)
+    np.save(str(tmp_path / 'e.npy'), x)
+    np.save(str(tmp_path / 'l.npy'), labels)
+    base = ['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy'),
+            '--metrics', 'recall,map_at_r', '--recallk', '1']
+    assert cli(base + ['--qe', '1', '--json', str(tmp_path / 'o.json')]) == 0
+    import json
+    got = json.loads((tmp_path / 'o.json').read_text())
+    assert got == pytest.approx(dict(evaluate(x, labels, ('recall', 'map_at_r'), (1,)),
+                                     **evaluate_expanded(x, labels, 1, 0, recallk=(1,),
+                                                         metrics=('recall', 'map_at_r'))))
+    assert set(got) == {'R@1', 'MAP@R', 'R@1_qe', 'MAP@R_qe'}
+    capsys.readouterr()
+    for flags, message in ((['--qe', '-1'], '--qe and --dba must be >= 0'),
+                           (['--dba', '40'], 'dba 40 asks for more neighbours than the 39')):
+        assert cli(base + flags) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
