@@ -180,3 +180,10 @@ def test_evaluate_cli_flags(tmp_path, capsys):
         assert cli(base + flags) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], err
+
+
+def test_nan_is_refused():
+    x, _ = _data(n=10)
+    x[3, 0] = np.nan
+    with pytest.raises(ValueError, match='NaN'):
+        expand_queries_database(x, None, qe=2)

@@ -51,10 +51,10 @@ def neighbour_sum(queries, database, k, self_neighbours=False, block_size=None):
     (m == n; the same item, possibly before augmentation) and never counts as its own neighbour.
     Blocks of block_size query rows.
 
-    When queries is database (DBA) the k + 1 rows (self and neighbours) are added in increasing row order:
-    DBA maps items with the same neighbourhood (mutual neighbours, common with small k) to the
-    same vector, and a fixed order makes those copies bitwise equal, so that evaluation sees them
-    as the exact ties they are rather than ordered by rounding.
+    When queries is database (DBA) the k + 1 rows (self and neighbours) are added in increasing
+    row order: DBA maps items with the same neighbourhood (mutual neighbours, common with small
+    k) to the same vector, and a fixed order makes those copies bitwise equal, so that evaluation
+    sees them as the exact ties they are rather than ordered by rounding.
     """
     m, n = queries.shape[0], database.shape[0]
     if block_size is None:
@@ -108,6 +108,9 @@ def expand_queries_database(database, queries=None, qe=0, dba=0, block_size=None
     x = np.ascontiguousarray(getattr(database, 'asnumpy', lambda: database)(), dtype=np.float32)
     q = x if self_retrieval else np.ascontiguousarray(
         getattr(queries, 'asnumpy', lambda: queries)(), dtype=np.float32)
+    # A NaN would match no threshold in top_k_rows and leave its neighbour slots unset.
+    if not (np.isfinite(x).all() and np.isfinite(q).all()):
+        raise ValueError('embeddings contain NaN or inf')
     others = x.shape[0] - (1 if self_retrieval else 0)
     dba = _check_k(dba, x.shape[0] - 1, 'dba')
     qe = _check_k(qe, others, 'qe')
