@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .errors import UserError, cli_main
+from .errors import UserError, run_command
 from .run import load_model, run_parser
 
 
@@ -102,5 +102,11 @@ def run(argv=None):
     return emb, kept
 
 
+def main(argv=None):
+    def command(argv):
+        run(argv)
+    return run_command(command, argv)
+
+
 if __name__ == '__main__':
-    sys.exit(cli_main(run))
+    sys.exit(main())

@@ -41,18 +41,3 @@ def first_line(exc):
         if line.startswith(prefix):
             line = line[len(prefix):]
     return line[:300]
-
-
-def cli_main(run, argv=None):
-    """Call ``run(argv)`` for a command-line tool: a UserError becomes one line ``error: ...`` on
-    stderr and exit status 2 (its traceback only with --debug in argv); returns the status."""
-    import sys
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        run(argv)
-    except UserError as exc:
-        if '--debug' in argv:
-            raise
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
-    return 0

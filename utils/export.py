@@ -11,7 +11,7 @@ it anywhere MXNet is installed, without this repository:
 """
 import sys
 
-from .errors import UserError, cli_main
+from .errors import UserError, run_command
 from .run import load_model, run_parser
 
 
@@ -40,5 +40,11 @@ def run(argv=None):
     return files
 
 
+def main(argv=None):
+    def command(argv):
+        run(argv)
+    return run_command(command, argv)
+
+
 if __name__ == '__main__':
-    sys.exit(cli_main(run))
+    sys.exit(main())

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .errors import UserError, cli_main
+from .errors import UserError, run_command
 
 GREEN, RED, GREY = (40, 170, 40), (210, 30, 30), (150, 150, 150)
 
@@ -136,5 +136,11 @@ def _same_partition(a, b):
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
+def main(argv=None):
+    def command(argv):
+        run(argv)
+    return run_command(command, argv)
+
+
 if __name__ == '__main__':
-    sys.exit(cli_main(run))
+    sys.exit(main())

@@ -13,8 +13,8 @@ def run_args(run_dir):
     path = os.path.join(run_dir, 'args.txt')
     if not os.path.isfile(path):
         raise UserError('%s is not a run folder of main.py (no %s)' % (run_dir, path))
-    import main
-    return main.parse_args(['--config', path])
+    from .options import parse_args
+    return parse_args(['--config', path])
 
 
 def load_model(run_dir, params=None, ctx=None):
