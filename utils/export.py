@@ -40,11 +40,6 @@ def run(argv=None):
     return files
 
 
-def main(argv=None):
-    def command(argv):
-        run(argv)
-    return run_command(command, argv)
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    # run() returns its results (for tests and callers), not an exit status: drop them.
+    sys.exit(run_command(lambda argv: run(argv) and 0))

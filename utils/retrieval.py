@@ -136,11 +136,6 @@ def _same_partition(a, b):
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
-def main(argv=None):
-    def command(argv):
-        run(argv)
-    return run_command(command, argv)
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    # run() returns its results (for tests and callers), not an exit status: drop them.
+    sys.exit(run_command(lambda argv: run(argv) and 0))
