@@ -93,7 +93,7 @@ def train(args):
             save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
         if chief:
             save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
-            print('best (chosen on %s%s): %s' % ('val ' if loaders.val else '', selection_metric(args), fmt(best)))
+            print('best: %s (chosen on %s%s)' % (fmt(best), 'val ' if loaders.val else '', selection_metric(args)))
             print('logs: tensorboard --logdir %s' % args.save_dir)
         return best
     finally:
