@@ -62,6 +62,10 @@ def build_parser():
     a('--embed_dim', default=512, type=int, help='embedding size')
     a('--pretrained', default=True, type=str2bool, help='start from ImageNet weights (false: random init)')
     a('--pretrained_path', default=None, help='ImageNet weight file to use instead of gluoncv\'s store')
+    a('--init_from', default=None, metavar='PATH',
+      help='start the embedding network (trunk and embedding layer) from an earlier run: a .params file '
+           'main.py wrote, or a --save_dir (its model_final.params); replaces --pretrained. The optimiser, '
+           'epoch counter, schedule and any proxies start fresh')
     a('--pooling', default='avg', choices=('avg', 'avg+max'),
       help='global pooling of the trunk\'s features (avg+max: their sum, as Proxy-Anchor\'s code)')
     a('--bn_freeze', default=False, type=str2bool,
@@ -352,12 +356,14 @@ def train(args):
     from data import EvalSet, build_split_loaders
     from loss.pair_loss import PairLoss
     from model import get_model
-    from utils.checkpoint import Checkpointer, save_parameters_atomic
+    from utils.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
     from utils.devices import create_kvstore, parse_contexts
     from utils.summary import Summary
 
     ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))
+    if args.init_from:      # a missing file stops the run before the data are read
+        init_file(args.init_from)
     kvstore, rank, workers = create_kvstore(args.kvstore)
     chief = rank == 0
     if chief:
@@ -375,6 +381,9 @@ def train(args):
                                              if isinstance(split, EvalSet)])))
     net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx,
                     pooling=args.pooling, bn_freeze=args.bn_freeze)
+    if args.init_from:      # before --resume: a resumed run continues from its own checkpoint
+        print('initialised from %s' % init_from(net, args.init_from, ctx, '--backbone %s --embed_dim %d'
+                                                % (args.backbone, args.embed_dim)))
     net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
     loss_fn = build_loss(args, int(loaders.train_labels.max()) + 1)
     loss_fn.initialize(ctx=ctx)
