@@ -6,15 +6,15 @@
 #   bash bench/warm_study.sh [OUT_DIR]        then  python3 bench/warm_study_report.py OUT_DIR
 # Seeds run one after another (seed-major), so an interrupted study still holds whole seeds; a run whose
 # model_final.params exists is skipped, so running the script again finishes an interrupted study.
-# Sizes come from the environment (defaults: about 60-75 minutes of one core):
-#   SEEDS="0 1 2" S1_EPOCHS=30 S1_LR=1e-3 S2_EPOCHS=10 S2_EVAL=5 S2_LR=3e-4 CUB_SUBSET=../shared/data/CUB_100_subset
+# Sizes come from the environment (defaults: about 75 minutes of a shared core):
+#   SEEDS="0 1 2" S1_EPOCHS=30 S1_LR=1e-3 S2_EPOCHS=6 S2_EVAL=3 S2_LR=3e-4 CUB_SUBSET=../shared/data/CUB_100_subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/warm_study}
 data=${CUB_SUBSET:-../shared/data/CUB_100_subset}
 seeds=${SEEDS:-0 1 2}
 s1_epochs=${S1_EPOCHS:-30}
-s2_epochs=${S2_EPOCHS:-10}
+s2_epochs=${S2_EPOCHS:-6}
 # the arms of stage 2: NAME and its loss flags
 arms=(
   "hphn_n0         --loss hphn_triplet --margin 1e-5 --n_inner_pts 0"
@@ -44,6 +44,6 @@ for seed in $seeds; do
     read -r name flags <<< "$arm"
     # shellcheck disable=SC2086  # the arm's flags split into words on purpose
     run "$out/${name}_seed$seed" $flags --init_from "$out/warm_seed$seed" --lr "${S2_LR:-3e-4}" \
-      --epochs "$s2_epochs" --eval_epoch_term "${S2_EVAL:-5}" --lr_decay_epochs $((s2_epochs + 1)) --seed "$seed"
+      --epochs "$s2_epochs" --eval_epoch_term "${S2_EVAL:-3}" --lr_decay_epochs $((s2_epochs + 1)) --seed "$seed"
   done
 done
