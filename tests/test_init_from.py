@@ -107,3 +107,13 @@ def test_main_refuses_another_embed_dim_in_one_line(saved, tmp_path, capsys):
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert status == 2 and len(err) == 1, err
     assert 'model_final.params' in err[0] and '--backbone googlenet --embed_dim 512' in err[0], err
+
+
+def test_other_backbone_names_the_first_parameter_that_does_not_fit(saved):
+    folder, _ = saved                                    # a GoogLeNet file into a ResNet-50
+    net = get_model('resnet50', 16, pretrained=False, ctx=CTX)
+    with pytest.raises(UserError) as info:
+        init_from(net, str(folder), CTX, '--backbone resnet50 --embed_dim 16')
+    message = str(info.value)
+    assert '\n' not in message and '--backbone resnet50' in message and 'is missing in file' in message
+    assert len(message) < 400                            # not the list of every parameter in the file

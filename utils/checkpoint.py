@@ -146,5 +146,6 @@ def init_from(net, path, ctx, flags=''):
         net.load_parameters(path, ctx=ctx, cast_dtype=True)
     except Exception as exc:  # MXNet says "does not fit" as AssertionError, MXNetError or ValueError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(', which contains parameters')[0]     # MXNet then lists every name in the file
         raise UserError('--init_from %s does not fit this network (%s): %s' % (path, flags, first[:300])) from exc
     return path
