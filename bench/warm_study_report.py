@@ -93,17 +93,17 @@ def tables(arms):
             LABELS.get(arm, arm), len(rows), ' | '.join(cell([r[m] for r in rows]) for m in REPORTED),
             cell([r['R@1 test-chosen'] for r in rows]), np.mean(inflation), max(inflation),
             cell(shares, 1) if shares else '-'))
-    lines += ['', '| A vs B (test R@1 at the validation-chosen epoch) | A | B | A - B | exact permutation p | '
-                  "Welch's t p |", '|---|---|---|---|---|---|']
+    lines += ['', '| A vs B (test R@1 at the validation-chosen epoch) | A | B | A - B | A > B on seeds (same warm start) | '
+                  "exact permutation p | Welch's t p | MAP@R: A - B, exact p |", '|---|---|---|---|---|---|---|---|']
     for a, b in PAIRS:
         if a not in numbers or b not in numbers:
             continue
         seeds = sorted(set(numbers[a]) & set(numbers[b]))
-        va = np.array([numbers[a][s]['R@1'] for s in seeds])
-        vb = np.array([numbers[b][s]['R@1'] for s in seeds])
+        va, vb, ma, mb = (np.array([numbers[arm][s][m] for s in seeds]) for m in ('R@1', 'MAP@R') for arm in (a, b))
         p, count = permutation_test(va, vb)
-        lines.append('| %s vs %s | %s | %s | %+.2f | %.2f (of %d relabelings) | %.3f |'
-                     % (a, b, cell(va), cell(vb), va.mean() - vb.mean(), p, count, welch(va, vb)[1]))
+        lines.append('| %s vs %s | %s | %s | %+.2f | %d of %d | %.2f (of %d relabelings) | %.3f | %+.2f, %.2f |'
+                     % (a, b, cell(va), cell(vb), va.mean() - vb.mean(), (va > vb).sum(), len(seeds), p, count,
+                        welch(va, vb)[1], ma.mean() - mb.mean(), permutation_test(ma, mb)[0]))
     lines += ['', '| arm | seed | chosen epoch | test R@1 | MAP@R | NMI | R@1, best test epoch | synthetic (%) |',
               '|---|---|---|---|---|---|---|---|']
     for arm in ordered(numbers):
