@@ -10,8 +10,8 @@ the seeds, and the mean share of synthetic points among the mined hardest negati
 (ee/synthetic_negative_fraction, every logged step). Then, for every EE arm against its no-EE arm and
 the release gradient against the exact one: the difference in test R@1 and its p-values, as
 ``python3 -m utils.compare A... --vs B...`` prints them. The figure shows validation and test R@1
-against the stage-2 epoch (epoch 0: the warm start, evaluated at the end of stage 1), the mean over
-seeds with the range as a band.
+against the stage-2 epoch (epoch 0: the warm start, evaluated at the end of stage 1), one column per
+loss, the mean over seeds with the range as a band.
 """
 import argparse
 import glob
@@ -115,31 +115,36 @@ def tables(arms):
 
 
 def plot(arms, out):
-    """Validation and test R@1 against the stage-2 epoch per arm; epoch 0 is the arm's warm start."""
+    """Validation (top) and test (bottom) R@1 against the stage-2 epoch, one column per loss (the arm
+    name before '_n'); epoch 0 is the arm's warm start. Mean over seeds, the range as a band."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-    for ax, val, title in ((axes[0], True, 'validation R@1 (10 held-out training classes)'),
-                           (axes[1], False, 'test R@1 (50 unseen classes)')):
-        for arm in ordered(arms):
-            curves = []
-            for seed, path in sorted(arms[arm].items()):
-                points = read_curves(path, with_val=True)[1 if val else 0]['R@1']
-                if WARM in arms and seed in arms[WARM]:
-                    start = read_curves(arms[WARM][seed], with_val=True)[1 if val else 0]['R@1'][-1][1]
-                    points = [(0, start)] + points
-                curves.append(dict(points))
-            epochs = sorted(set.intersection(*[set(c) for c in curves]))
-            values = 100 * np.array([[c[e] for e in epochs] for c in curves])
-            line, = ax.plot(epochs, values.mean(0), marker='.', label='%s (%d seeds)' % (LABELS.get(arm, arm),
-                                                                                        len(curves)))
-            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.12)
-        ax.set_title(title)
-        ax.set_xlabel('stage-2 epoch (0: the warm start)')
-        ax.set_ylabel('R@1 (%)')
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    losses = list(OrderedDict((arm.split('_n')[0], None) for arm in ordered(arms)))
+    fig, axes = plt.subplots(2, len(losses), figsize=(4.5 * len(losses), 7.5), sharex=True, squeeze=False)
+    for row, val in enumerate((True, False)):
+        for col, loss in enumerate(losses):
+            ax = axes[row][col]
+            for arm in (a for a in ordered(arms) if a.split('_n')[0] == loss):
+                curves = []
+                for seed, path in sorted(arms[arm].items()):
+                    points = read_curves(path, with_val=True)[1 if val else 0]['R@1']
+                    if WARM in arms and seed in arms[WARM]:
+                        start = read_curves(arms[WARM][seed], with_val=True)[1 if val else 0]['R@1'][-1][1]
+                        points = [(0, start)] + points
+                    curves.append(dict(points))
+                epochs = sorted(set.intersection(*[set(c) for c in curves]))
+                values = 100 * np.array([[c[e] for e in epochs] for c in curves])
+                line, = ax.plot(epochs, values.mean(0), marker='.', label='%s (%d seeds)'
+                                % (LABELS.get(arm, arm).split(', ', 1)[-1], len(curves)))
+                ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+            ax.set_title('%s: %s R@1' % (LABELS.get(loss + '_n0', loss).split(',')[0],
+                                         'validation (10 held-out classes)' if val else 'test (50 unseen classes)'),
+                         fontsize=9)
+            ax.set_xlabel('stage-2 epoch (0: the warm start)')
+            ax.set_ylabel('R@1 (%)')
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.suptitle('CUB subset, 64 px: every arm from the same Proxy-Anchor warm start per seed')
     fig.tight_layout()
     fig.savefig(out)
