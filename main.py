@@ -45,7 +45,7 @@ def train(args):
     """One run of main.py's flags ``args``; returns the best test metrics (a dict)."""
     from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
     from model import get_model
-    from utils.checkpoint import Checkpointer, save_parameters_atomic
+    from utils.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
     from utils.devices import create_kvstore, parse_contexts
     from utils.interrupt import StopFlag
     from utils.resume import resume_from_checkpoint
@@ -54,6 +54,8 @@ def train(args):
 
     ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))
+    if args.init_from:      # a missing file stops the run before the data are read
+        init_file(args.init_from)
     kvstore, rank, workers = create_kvstore(args.kvstore)
     chief = rank == 0
     # the run's folder: locked while the run lives, never mixed with an earlier run
@@ -76,9 +78,12 @@ def train(args):
         stop.arm()
         print(describe(args.data_name, loaders))
         with flag_errors():     # the network: trunk, pooling, Dense(embed_dim), L2 norm; the loss, EE inside
-            net = get_model(args.backbone, args.embed_dim, args.pretrained, args.pretrained_path, ctx,
-                            pooling=args.pooling, bn_freeze=args.bn_freeze)
+            net = get_model(args.backbone, args.embed_dim, args.pretrained and not args.init_from,
+                            args.pretrained_path, ctx, pooling=args.pooling, bn_freeze=args.bn_freeze)
             loss_fn = build_loss(args, int(loaders.train_labels.max()) + 1)
+        if args.init_from:      # a resumed run then continues from its own checkpoint
+            print('initialised from %s' % init_from(net, args.init_from, ctx, '--backbone %s --embed_dim %d'
+                                                    % (args.backbone, args.embed_dim)))
         net.backbone.collect_params().setattr('lr_mult', args.base_lr_mult)
         loss_fn.initialize(ctx=ctx)
         loss_fn.collect_params().setattr('lr_mult', args.proxy_lr_mult)

@@ -134,7 +134,7 @@ def test_two_cpu_contexts_equal_one(tmp_path, make_loss):
         params = net.collect_params()
         params.update(loss.collect_params())
         trainer = mx.gluon.Trainer(params, 'sgd', {'learning_rate': 0.1}, kvstore='device')
-        value = main.train_step(net, loss, trainer, images, labels, ctx)[0]
+        value = main.train_step(net, loss, trainer, images, labels, ctx)[0]     # (loss, embeddings, labels)
         results.append((value, [p.data(c).asnumpy() for p in params.values() for c in ctx]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     one, two = results[0][1], results[1][1]

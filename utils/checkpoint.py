@@ -307,3 +307,34 @@ class Checkpointer:
         except (OSError, KeyError, TypeError, AssertionError, ValueError, mx.base.MXNetError) as exc:
             raise UserError('cannot resume from %s (--resume): %s' % (path, first_line(exc))) from exc
         return state
+
+
+def init_file(path):
+    """The parameter file ``--init_from PATH`` names: PATH itself, or PATH/model_final.params when
+    PATH is a run's --save_dir. UserError (one line, naming the flag) when there is none."""
+    if os.path.isdir(path):
+        final = os.path.join(path, 'model_final.params')
+        if not os.path.isfile(final):
+            raise UserError('--init_from %s is a folder without model_final.params (did that run finish? '
+                            'name one of its model_epoch_*.params instead)' % path)
+        return final
+    if not os.path.isfile(path):
+        raise UserError('--init_from %s does not exist (expected a .params file main.py wrote, or its run folder)'
+                        % path)
+    return path
+
+
+def init_from(net, path, ctx, flags=''):
+    """Load every parameter of ``net`` (trunk and embedding layer) from ``path`` (see init_file).
+
+    Strict: a parameter missing from the file, an extra one or another shape (a file of another
+    backbone or --embed_dim) is a one-line UserError naming the file and ``flags`` (the run's
+    --backbone/--embed_dim, to say what did not fit). Returns the file loaded.
+    """
+    path = init_file(path)
+    try:
+        net.load_parameters(path, ctx=ctx, cast_dtype=True)
+    except Exception as exc:  # MXNet says "does not fit" as AssertionError, MXNetError or ValueError
+        first = first_line(exc).split(', which contains parameters')[0]     # MXNet then lists every name
+        raise UserError('--init_from %s does not fit this network (%s): %s' % (path, flags, first)) from exc
+    return path

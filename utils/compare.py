@@ -12,15 +12,26 @@ The paper row is ``--paper DATASET/METHOD`` (a key of configs/paper_numbers.csv,
 cars196/ee_hphn_triplet, the config file's name) for every run, or else inferred per run from the
 args.txt main.py writes into RUN_DIR.
 
+With ``--vs B_RUN_DIR ...`` (one run per seed and method on each side) it prints instead, for
+--metric at each run's selected epoch, each group's mean +- sd, the difference and its significance:
+an exact permutation test over the runs (two-sided, every one of the C(n_a + n_b, n_a) relabelings)
+and Welch's t test beside it. The selected epoch is the first with the best --select_by (R@1) on the
+validation classes (``val_metric_epoch/...``, main.py --val_class_ratio) when the run has them, else
+on the test set (the release's rule).
+
 Exit status: 0; 1 when a run's best --metric is more than --tolerance points below its paper value;
-2 on bad input (a directory without event files, an unknown --paper key or metric), with one line
-``error: ...`` on stderr.
+2 on bad input (a directory without event files, an unknown --paper key or metric, --vs without
+runs), with one line ``error: ...`` on stderr.
 """
 import argparse
+import itertools
+import math
 import os
 import re
 import sys
 from collections import namedtuple
+
+import numpy as np
 
 from utils.errors import UserError, run_command
 from utils.events import read_scalars
@@ -28,10 +39,13 @@ from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
 from utils.summary import metric_tag
 
 EPOCH_PREFIX = 'metric_epoch/'
+VAL_PREFIX = 'val_' + EPOCH_PREFIX
+MAX_RELABELINGS = 10 ** 6       # the exact test enumerates them all: beyond this it would take minutes
 KNOWN_TAGS = re.compile(r'R\d+|NMI|F1|MAP_R|RP')
 
 CurveSummary = namedtuple('CurveSummary', 'best_epoch best final_epoch final')
 Run = namedtuple('Run', 'name path curves paper_key paper')
+Selected = namedtuple('Selected', 'epoch value rule')
 
 
 def metric_name(tag):
@@ -49,28 +63,32 @@ def parse_metric(name):
     return metric_name(tag)
 
 
-def read_curves(run_dir):
-    """{metric name: [(epoch, value), ...]} sorted by epoch, values as logged (fractions).
+def epoch_curves(scalars, prefix=EPOCH_PREFIX):
+    """{metric name: [(epoch, value), ...]} of the ``prefix<TAG>`` scalars, sorted by epoch.
 
     A resumed run logs the epochs after its checkpoint again; the last value written for an epoch wins.
     """
+    curves = {}
+    for tag, points in scalars.items():
+        if not tag.startswith(prefix) or '/' in tag[len(prefix):]:
+            continue    # global-step duplicates, loss, lr and the running best (metric_epoch/R1/best)
+        curves[metric_name(tag[len(prefix):])] = sorted(dict(points).items())
+    return curves
+
+
+def read_curves(run_dir, with_val=False):
+    """The test curves of a run (see epoch_curves), values as logged (fractions); with_val: also the
+    validation curves, as (test, val) with val {} when the run held out no classes."""
     if not os.path.isdir(run_dir):
         raise UserError('run directory %s does not exist' % run_dir)
     scalars = read_scalars(run_dir)
     if not scalars:
         raise UserError('no mxboard event files with scalars under %s' % run_dir)
-    curves = {}
-    for tag, points in scalars.items():
-        if not tag.startswith(EPOCH_PREFIX) or '/' in tag[len(EPOCH_PREFIX):]:
-            continue    # global-step duplicates, loss, lr and the running best (metric_epoch/R1/best)
-        by_epoch = {}
-        for epoch, value in points:
-            by_epoch[epoch] = value
-        curves[metric_name(tag[len(EPOCH_PREFIX):])] = sorted(by_epoch.items())
+    curves = epoch_curves(scalars)
     if not curves:
         raise UserError('%s holds no evaluation (no %s... scalars): did the run reach its first evaluation?'
                         % (run_dir, EPOCH_PREFIX))
-    return curves
+    return (curves, epoch_curves(scalars, VAL_PREFIX)) if with_val else curves
 
 
 def summarize(curve):
@@ -168,6 +186,93 @@ def plot(runs, metric, out):
         plt.close(fig)
 
 
+def select(run_dir, metric, select_by='R@1', rule='auto'):
+    """Selected(epoch, value of ``metric`` on the test set at it, rule) of one run.
+
+    The epoch is the first with the best ``select_by``: on the validation classes when rule is
+    'auto' and the run logged them (rule 'validation'), else on the test set (rule 'test', the
+    release's). UserError naming the run when it logged either metric not at all.
+    """
+    test, val = read_curves(run_dir, with_val=True)
+    chooser = val if rule == 'auto' and select_by in val else test
+    for name, curves in ((select_by, chooser), (metric, test)):
+        if name not in curves:
+            raise UserError('run %s logged no %s (it has %s)' % (run_dir, name, ', '.join(sorted(test, key=metric_order))))
+    epoch = summarize(chooser[select_by]).best_epoch
+    value = dict(test[metric]).get(epoch)
+    if value is None:
+        raise UserError('run %s has no test %s at its selected epoch %d' % (run_dir, metric, epoch))
+    return Selected(epoch, value, 'validation' if chooser is val else 'test')
+
+
+def mean_sd(values):
+    """(mean, sample standard deviation; 0 for one value) of a sequence."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+
+
+def permutation_test(a, b):
+    """(two-sided p, number of relabelings) of the exact permutation test of mean(a) - mean(b).
+
+    Every one of the C(n_a + n_b, n_a) ways to label n_a of the pooled values 'a' is enumerated;
+    p is the share whose |difference of means| reaches the observed one (itself included, so
+    p >= 1 / C; with n_a == n_b the mirrored labelling ties it, so p >= 2 / C).
+    """
+    pooled = np.concatenate([np.asarray(a, np.float64), np.asarray(b, np.float64)])
+    n_a, total = len(a), len(pooled)
+    count = math.comb(total, n_a)
+    if count > MAX_RELABELINGS:
+        raise UserError('the exact permutation test of %d vs %d runs has %d relabelings (more than %d): '
+                        'compare fewer runs' % (n_a, total - n_a, count, MAX_RELABELINGS))
+    # sum(a') determines mean(a') - mean(b') for a fixed split size, so only the sums are needed
+    sums = np.array([pooled[list(c)].sum() for c in itertools.combinations(range(total), n_a)])
+    diffs = np.abs(sums / n_a - (pooled.sum() - sums) / (total - n_a))
+    observed = abs(np.mean(a) - np.mean(b))
+    # equal differences must count as reached despite rounding of the sums in another order
+    reached = diffs >= observed - 1e-9 * max(1.0, observed)
+    return reached.sum() / count, count
+
+
+def welch(a, b):
+    """(t, two-sided p) of Welch's t test; nan when a group has one run or both have no spread."""
+    import warnings
+
+    from scipy import stats
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return float('nan'), float('nan')
+    with warnings.catch_warnings():     # scipy warns of 'precision loss' for a group of equal values
+        warnings.simplefilter('ignore', RuntimeWarning)
+        t, p = stats.ttest_ind(a, b, equal_var=False)
+    return float(t), float(p)
+
+
+def versus(a_dirs, b_dirs, metric, select_by='R@1'):
+    """Lines of the --vs comparison: per run its selected value, per group mean +- sd, the
+    difference A - B in points and its p-values."""
+    lines, groups, rules = [], [], []
+    for label, dirs in (('A', a_dirs), ('B', b_dirs)):
+        picks = [select(d, metric, select_by) for d in dirs]
+        rules.extend(p.rule for p in picks)
+        groups.append(np.array([p.value for p in picks]) * 100)
+        for d, p in zip(dirs, picks):
+            lines.append('%s  %s: %s %.2f at epoch %d (best %s on the %s set)'
+                         % (label, d, metric, 100 * p.value, p.epoch, select_by,
+                            'validation' if p.rule == 'validation' else 'test'))
+    a, b = groups
+    if len(set(rules)) > 1:
+        lines.append('note: some runs are selected on the validation set, others on the test set')
+    for label, values in (('A', a), ('B', b)):
+        lines.append('%s (%d runs): %s %.2f +- %.2f' % ((label, len(values), metric) + mean_sd(values)))
+    p, count = permutation_test(a, b)
+    smallest = (2 if len(a) == len(b) else 1) / count
+    t, welch_p = welch(a, b)
+    lines.append('difference A - B: %+.2f points' % (a.mean() - b.mean()))
+    lines.append('exact permutation test (two-sided, all %d relabelings): p = %.4f (the smallest possible '
+                 'with %d vs %d runs: %.4f)' % (count, p, len(a), len(b), smallest))
+    lines.append("Welch's t test: t = %.3f, p = %.4f" % (t, welch_p))
+    return lines
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -181,6 +286,11 @@ def build_parser():
     p.add_argument('--plot', default=None, metavar='OUT.png', help='draw --metric against the epoch here')
     p.add_argument('--paper-csv', dest='paper_csv', default=DEFAULT_CSV, metavar='FILE',
                    help='the published numbers, in percent')
+    p.add_argument('--vs', nargs='*', default=None, metavar='B_RUN_DIR',
+                   help='compare the RUN_DIRs (group A) with these (group B): means, difference, exact '
+                        'permutation and Welch p-values of --metric at each run\'s selected epoch')
+    p.add_argument('--select_by', default='R@1', metavar='NAME',
+                   help='with --vs: the metric whose best epoch (on validation classes if logged) is selected')
     return p
 
 
@@ -189,6 +299,11 @@ def compare(args):
     if args.tolerance < 0:
         raise UserError('--tolerance must be >= 0, got %g' % args.tolerance)
     metric = parse_metric(args.metric)
+    if args.vs is not None:
+        if not args.vs:
+            raise UserError('--vs needs the run directories of group B (one per seed)')
+        print('\n'.join(versus(args.run_dirs, args.vs, metric, parse_metric(args.select_by))))
+        return 0
     table = load_paper_numbers(args.paper_csv)
     if args.paper is not None and args.paper not in table:
         raise UserError('unknown --paper key %r: not in %s (keys are DATASET/METHOD, e.g. cars196/ee_hphn_triplet)'

@@ -104,6 +104,10 @@ def _model_flags(a):
     a('--embed_dim', default=512, type=int, help='embedding size')
     a('--pretrained', default=True, type=str2bool, help='start from ImageNet weights (false: random init)')
     a('--pretrained_path', default=None, help='ImageNet weight file to use instead of gluoncv\'s store')
+    a('--init_from', default=None, metavar='PATH',
+      help='start the embedding network (trunk and embedding layer) from an earlier run: a .params file '
+           'main.py wrote, or a --save_dir (its model_final.params); replaces --pretrained. The optimiser, '
+           'epoch counter, schedule and any proxies start fresh')
     a('--pooling', default='avg', choices=('avg', 'avg+max'),
       help='global pooling of the trunk\'s features (avg+max: their sum, as Proxy-Anchor\'s code)')
     a('--bn_freeze', default=False, type=str2bool,
