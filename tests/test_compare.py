@@ -11,6 +11,7 @@ import pytest
 
 import main
 from utils import compare
+from utils.errors import UserError
 from utils.events import read_scalars
 from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, read_flags
 from utils.summary import Summary
@@ -224,7 +225,7 @@ def test_config_parses_with_main(path, capsys):
     """The acceptance test: main.py knows every flag, loss and backbone of the config."""
     try:
         args = main.parse_args(['--config', path])
-    except SystemExit:
+    except (SystemExit, UserError):
         # argparse names only its first complaint: list every flag main.py lacks as well
         known = {action.dest for action in main.build_parser()._actions}
         lacking = ['--' + flag for flag in read_flags(path) if flag not in known]

@@ -33,7 +33,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from utils.errors import UserError, run_command
+from utils.errors import OneLineParser, UserError, run_command
 from utils.events import read_scalars
 from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
 from utils.summary import metric_tag
@@ -274,8 +274,8 @@ def versus(a_dirs, b_dirs, metric, select_by='R@1'):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='main.py --save_dir of a run')
     p.add_argument('--paper', default=None, metavar='DATASET/METHOD',
                    help='row of the paper numbers for every run (None: inferred from each RUN_DIR/args.txt)')

@@ -4,6 +4,7 @@ Every command (main.py, utils.evaluate, utils.compare, ...) runs through run_com
 it as a single line, ``error: <message>``, and exits with status 2; a traceback is shown only with
 ``--debug``. Raise it with a message that names the file or flag and what was expected.
 """
+import argparse
 import sys
 
 
@@ -41,3 +42,15 @@ def first_line(exc):
         if line.startswith(prefix):
             line = line[len(prefix):]
     return line[:300]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one UserError line, like every other bad input (no usage dump).
+    ``switches`` holds the dests of its store_true flags (write_config writes them bare)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.switches = set()
+
+    def error(self, message):
+        raise UserError(message + ' (see --help)')

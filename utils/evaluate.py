@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from .errors import UserError, run_command
+from .errors import OneLineParser, UserError, run_command
 from .evaluation import METRICS, evaluate, evaluate_query_gallery
 from .query_expansion import evaluate_expanded
 
@@ -71,8 +71,8 @@ def _same_rows(emb, emb_flag, labels, labels_flag):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python3 -m utils.evaluate', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog='python3 -m utils.evaluate', description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--embeddings', help='(n, d) .npy embeddings for self-retrieval')
     parser.add_argument('--labels', help='(n,) .npy integer labels')
     parser.add_argument('--query-embeddings', help='(m, d) .npy query embeddings')

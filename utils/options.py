@@ -11,7 +11,7 @@ import re
 import sys
 from contextlib import contextmanager
 
-from utils.errors import UserError
+from utils.errors import OneLineParser, UserError
 
 
 def str2bool(s):
@@ -31,18 +31,6 @@ def int_list(s):
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError('expected comma-separated positive integers, got %r' % s)
     return values
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one UserError line, like every other bad input (no usage dump).
-    ``switches`` holds the dests of its store_true flags (write_config writes them bare)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.switches = set()
-
-    def error(self, message):
-        raise UserError(message + ' (see --help)')
 
 
 def loss_name(s):

@@ -14,14 +14,14 @@ import sys
 
 import numpy as np
 
-from .errors import UserError, run_command
+from .errors import OneLineParser, UserError, run_command
 
 GREEN, RED, GREY = (40, 170, 40), (210, 30, 30), (150, 150, 150)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python3 -m utils.retrieval', description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog='python3 -m utils.retrieval', description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('run_dir', help='a main.py --save_dir run with --save_embeddings')
     p.add_argument('--out', required=True, help='the picture to write (.png or .jpg)')
     p.add_argument('--queries', type=int, default=6, help='rows: queries drawn at random')

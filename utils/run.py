@@ -5,7 +5,7 @@ parser reads them (data-set defaults included) exactly as the run saw them.
 """
 import os
 
-from .errors import UserError, first_line
+from .errors import OneLineParser, UserError, first_line
 
 
 def run_args(run_dir):
@@ -46,8 +46,8 @@ def run_parser(prog, doc, positional=()):
     """The argparse parser of a run tool: RUN_DIR, then ``positional`` (name, help) pairs, then
     --params and --debug; the tool adds its own flags."""
     import argparse
-    p = argparse.ArgumentParser(prog=prog, description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=prog, description=doc,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('run_dir', help='a main.py --save_dir (args.txt, model_final.params)')
     for name, text in positional:
         p.add_argument(name, help=text)
