@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from main import SYNTHETIC_TAG  # noqa: E402
+from utils.training import SYNTHETIC_TAG  # noqa: E402
 from utils.compare import mean_sd, permutation_test, read_curves, select, welch  # noqa: E402
 from utils.events import read_scalars  # noqa: E402
 
