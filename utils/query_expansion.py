@@ -15,6 +15,8 @@ Memory: one (block, n) float32 similarity block at a time, never n x n.
 """
 import numpy as np
 
+from .evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+
 # Similarity rows per block: about 64 MB of float32 scores, as utils.evaluation's blocks.
 _BLOCK_SCORES = 1 << 24
 
@@ -126,9 +128,6 @@ def suffix(qe, dba):
     return ''.join(part for part, k in (('_qe', qe), ('_dba', dba)) if k)
 
 
-RETRIEVAL_METRICS = ('recall', 'map_at_r', 'r_precision')
-
-
 def evaluate_expanded(embeddings, labels, qe=0, dba=0, metrics=RETRIEVAL_METRICS,
                       recallk=(1, 2, 4, 8), ctx=None, block_size=None, query_emb=None,
                       query_labels=None):
@@ -138,7 +137,6 @@ def evaluate_expanded(embeddings, labels, qe=0, dba=0, metrics=RETRIEVAL_METRICS
     query_labels (m,) for query/gallery.  metrics: the retrieval ones are used (clustering does
     not apply to an expanded query set).  Other arguments as utils.evaluation.evaluate.
     """
-    from .evaluation import evaluate, evaluate_query_gallery
     metrics = [m for m in metrics if m in RETRIEVAL_METRICS]
     if not metrics:
         return {}
