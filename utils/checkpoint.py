@@ -276,10 +276,12 @@ class Checkpointer:
         shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
-    def read_state(path):
-        """The state.json of a checkpoint folder, verified; UserError naming it when it is corrupt."""
+    def read_state(path, verified=False):
+        """The state.json of a checkpoint folder, verified against its manifest unless ``verified``
+        (newest_valid just did); UserError naming it when it is corrupt."""
         try:
-            verify(path)
+            if not verified:
+                verify(path)
             with open(os.path.join(path, 'state.json')) as f:
                 return json.load(f)
         except CorruptCheckpoint as exc:
@@ -288,14 +290,15 @@ class Checkpointer:
             raise UserError('cannot resume from %s (--resume): %s' % (path, first_line(exc))) from exc
 
     @staticmethod
-    def load(path, net, trainer, loss, ctx):
+    def load(path, net, trainer, loss, ctx, state=None):
         """Verify a checkpoint folder and restore it into net, trainer and loss; returns its state.
+        ``state``: its read_state, when the caller has it (the folder is then not verified again).
 
         The random states are restored too, so the resumed run draws what the uninterrupted one would.
         UserError (one line naming the folder) when it is corrupt or does not fit the model.
         """
         try:
-            state = Checkpointer.read_state(path)
+            state = dict(state) if state is not None else Checkpointer.read_state(path)
             net.load_parameters(os.path.join(path, 'model.params'), ctx=ctx)
             if os.path.exists(os.path.join(path, 'loss.params')):
                 loss.load_parameters(os.path.join(path, 'loss.params'), ctx=ctx)

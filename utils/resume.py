@@ -52,7 +52,8 @@ def compare_flags(saved, current, checkpoint):
 
 
 def resume_path(resume, start_epoch, checkpoints, warn):
-    """The checkpoint folder --resume asks for, or None when 'auto' finds none.
+    """(folder, its verified state) of the checkpoint --resume asks for, or (None, None) when
+    'auto' finds none.
 
     resume: 'auto' (the newest usable checkpoint in --save_dir; corrupt newer ones are reported
     through ``warn`` and skipped) or a folder; start_epoch: with 'auto', that epoch's checkpoint.
@@ -61,14 +62,15 @@ def resume_path(resume, start_epoch, checkpoints, warn):
         if not os.path.isfile(os.path.join(resume, 'manifest.json')) and \
                 not os.path.isfile(os.path.join(resume, 'state.pkl')):
             raise UserError('--resume %s is not a checkpoint folder (expected %s/manifest.json)' % (resume, resume))
-        return resume
+        return resume, Checkpointer.read_state(resume)
     if start_epoch:
         path = os.path.join(checkpoints.root, checkpoint_name(start_epoch))
         if path not in checkpoints.paths():
             raise UserError('--resume --start_epoch %d: no checkpoint %s; there are: %s'
                             % (start_epoch, path, ', '.join(checkpoints.paths()) or 'none'))
-        return path
-    return checkpoints.newest_valid(warn)
+        return path, Checkpointer.read_state(path)
+    path = checkpoints.newest_valid(warn)
+    return (path, Checkpointer.read_state(path, verified=True)) if path else (None, None)
 
 
 class Resume:
@@ -85,7 +87,7 @@ class Resume:
             if self.args.resume:
                 print('no checkpoint in %s: starting afresh' % os.path.join(self.args.save_dir, 'checkpoints'))
             return progress
-        state = Checkpointer.load(self.path, net, trainer, loss, ctx)
+        state = Checkpointer.load(self.path, net, trainer, loss, ctx, self.state)
         progress.update((k, state[k]) for k in progress if k in state)
         if progress['iteration']:       # stopped mid-epoch: redraw that epoch from its start
             set_random_state(state['epoch_random'])
@@ -100,10 +102,9 @@ def resume_from_checkpoint(args, checkpoints, warn):
     changes allowed are said in one line each, the others stop the run (compare_flags)."""
     if not args.resume:
         return Resume(args)
-    path = resume_path(args.resume, args.start_epoch, checkpoints, warn)
+    path, state = resume_path(args.resume, args.start_epoch, checkpoints, warn)
     if not path:
         return Resume(args)
-    state = Checkpointer.read_state(path)
     for line in compare_flags(state.get('args', {}), flag_values(args), path):
         print(line)
     return Resume(args, path, state)
