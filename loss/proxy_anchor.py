@@ -71,6 +71,10 @@ class ProxyAnchorLoss(HybridBlock):
     def set_epoch(self, epoch):
         """Called at the start of every epoch (0-based); SEE schedules its expansion by it."""
 
+    def synthetic_negative_fraction(self, embeddings, labels):
+        """None: the proxy losses mine no negative pairs (main.py logs the share for the pair losses)."""
+        return None
+
     def forward(self, embeddings, labels, *args):
         # args: further inputs of a subclass's graph (SEE's random numbers)
         if isinstance(labels, mx.nd.NDArray):

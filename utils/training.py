@@ -78,7 +78,6 @@ class TrainingLoop:
 
     def __init__(self, args, net, loss_fn, trainer, loaders, ctx, checkpoints, progress, stop, chief):
         import mxnet as mx
-        from loss.pair_loss import PairLoss
         self.args, self.net, self.loss_fn, self.trainer, self.loaders, self.ctx = args, net, loss_fn, trainer, loaders, ctx
         self.checkpoints, self.stop, self.chief = checkpoints, stop, chief
         self.steps = len(loaders.train)
@@ -90,8 +89,6 @@ class TrainingLoop:
         self.epoch, self.skip = progress['epoch'], progress['iteration']
         self.best, self.best_chosen = progress['best'], progress['best_chosen']
         self.loss_value, self.synthetic, self.global_step = float('nan'), None, self.epoch * self.steps + self.skip
-        # what EE does: how often the mined negative comes from a synthetic point (README, Logs)
-        self.measure_synthetic = isinstance(loss_fn, PairLoss) and loss_fn.expansion.n_inner_pts > 0
         self.trunk_grad_req = {p.name: p.grad_req for p in net.backbone.collect_params().values()}
         self.summary = None
 
@@ -156,8 +153,10 @@ class TrainingLoop:
     def log_step(self, embeddings, labels):
         self.summary.scalar('lr', self.trainer.learning_rate, self.global_step)
         self.summary.scalar('loss', self.loss_value, self.global_step)
-        if self.measure_synthetic:
-            self.synthetic = self.loss_fn.synthetic_negative_fraction(embeddings, labels)
+        # what EE does: how often the mined negative comes from a synthetic point (README, Logs);
+        # None for a loss without EE
+        self.synthetic = self.loss_fn.synthetic_negative_fraction(embeddings, labels)
+        if self.synthetic is not None:
             self.summary.scalar(SYNTHETIC_TAG, self.synthetic, self.global_step)
 
     def log_epoch(self, epoch, bar):
