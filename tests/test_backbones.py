@@ -164,6 +164,7 @@ def small_trunk():
     return trunk
 
 
+@pytest.mark.slow
 def test_avg_max_pooling_adds_both_poolings():
     trunk = small_trunk()
     net = EmbeddingNet(trunk, 5, pooling='avg+max')

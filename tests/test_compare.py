@@ -145,6 +145,7 @@ def test_bad_input_is_one_error_line(runs, tmp_path, capsys, make_flags, expecte
     assert len(err) == 1 and err[0].startswith('error: ') and expected in err[0], err
 
 
+@pytest.mark.slow
 def test_command_line_exit_status(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'utils.compare', str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=60)

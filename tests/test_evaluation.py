@@ -89,7 +89,8 @@ def test_retrieval_matches_brute_force(kind):
     _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS), expected)
 
 
-@pytest.mark.parametrize('kind,n,d,coarse', [('spread', 3000, 8, True), ('ties', 1000, 6, False)])
+@pytest.mark.parametrize('kind,n,d,coarse', [pytest.param('spread', 3000, 8, True, marks=pytest.mark.slow),
+                                          ('ties', 1000, 6, False)])
 def test_grouped_thresholds_match_brute_force(kind, n, d, coarse, fast_path_only):
     # Many small classes and small K: the candidate thresholds come from minima over groups of
     # 16 columns (recall), and at n = 3000 over coarser groups of those (MAP@R).

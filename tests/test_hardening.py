@@ -74,6 +74,7 @@ def copy_run(src, dst):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['model.params', 'optimizer.params', 'state.json', 'manifest.json'])
 def test_a_planted_pickle_in_any_checkpoint_file_runs_nothing(trained, tmp_path, capsys, name):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
@@ -100,6 +101,7 @@ def test_old_pickle_checkpoints_are_refused_unread(tmp_path, capsys):
     assert not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path, capsys):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
     newest = os.path.join(save_dir, 'checkpoints', 'epoch_00002')
@@ -111,6 +113,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path,
     assert 'resumed from %s' % os.path.join(save_dir, 'checkpoints', 'epoch_00001') in out
 
 
+@pytest.mark.slow
 def test_no_usable_checkpoint_is_one_line_naming_them(trained, tmp_path, capsys):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
     for name in ('epoch_00001', 'epoch_00002'):
@@ -120,6 +123,7 @@ def test_no_usable_checkpoint_is_one_line_naming_them(trained, tmp_path, capsys)
     assert 'epoch_00001' in err[-1] and 'epoch_00002' in err[-1]
 
 
+@pytest.mark.slow
 def test_a_used_save_dir_is_refused_and_overwrite_moves_it_aside(trained, tmp_path, capsys):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
     before = sorted(os.listdir(save_dir))
@@ -132,6 +136,7 @@ def test_a_used_save_dir_is_refused_and_overwrite_moves_it_aside(trained, tmp_pa
     assert [os.path.basename(p) for p in Checkpointer(save_dir).paths()] == ['epoch_00001']
 
 
+@pytest.mark.slow
 def test_a_folder_with_only_args_txt_is_not_used(tmp_path, capsys):
     save_dir = tmp_path / 'run'
     os.makedirs(str(save_dir))
@@ -150,6 +155,7 @@ def test_a_live_run_locks_its_folder(tmp_path):
     RunDir(str(tmp_path)).close()                                       # released
 
 
+@pytest.mark.slow
 def test_resume_applies_schedule_flags_and_refuses_model_flags(trained, tmp_path, capsys):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
     status, out, err = run(capsys, *SMALL, '--epochs', '3', '--wd', '0.5', '--save_dir', save_dir, '--resume')
@@ -164,6 +170,7 @@ def test_resume_applies_schedule_flags_and_refuses_model_flags(trained, tmp_path
         assert status == 2 and len(err) == 1 and named in err[0], err
 
 
+@pytest.mark.slow
 def test_resume_restores_the_weight_decay_of_the_new_run(trained, tmp_path, monkeypatch):
     """The old trainer.load_states unpickled the optimiser and with it the old weight decay."""
     seen = []
@@ -232,6 +239,7 @@ def test_checkpoint_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     assert ('fsync', os.path.dirname(final)) in events[renames[0]:]     # then the folder
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
 
@@ -259,6 +267,7 @@ class SignalAfter(HPHNTripletLoss):
         return super().forward(embeddings, labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_checkpoints_mid_epoch_and_resume_continues_exactly(tmp_path, capsys, monkeypatch, signum):
     # 16 = 2 classes x 8: two iterations per epoch of 5 classes
@@ -350,6 +359,7 @@ def test_pretrained_path_to_a_text_file_names_the_reason(tmp_path, capsys):
     assert 'Traceback' not in err[0] and 'Invalid NDArray file format' in err[0], err
 
 
+@pytest.mark.slow
 def test_eval_metrics_without_recall_choose_on_the_first_metric(tmp_path, capsys):
     status, out, _ = run(capsys, *SMALL, '--epochs', '2', '--eval_metrics', 'nmi,map_at_r', '--save_dir', str(tmp_path))
     assert status == 0

@@ -17,6 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ['--epochs', '12', '--eval_epoch_term', '6', '--batch_size', '40', '--num_instances', '8']
 
 
+@pytest.mark.slow
 def test_digits_run_logs_saves_and_lowers_the_loss(tmp_path, capsys):
     assert main.main(QUICK + ['--save_dir', str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -77,6 +78,7 @@ def run_cli(capsys, *flags):
     return status, [l for l in capsys.readouterr().err.splitlines() if l.strip()]
 
 
+@pytest.mark.slow
 def test_error_is_one_line_in_a_fresh_process(tmp_path):
     """Nothing that importing mxnet, gluoncv or our modules prints may join the one line."""
     proc = subprocess.run([sys.executable, 'main.py', '--data_name', 'cars196', '--data_dir', '/nonexistent/cars',
@@ -124,6 +126,7 @@ def test_config_file_with_command_line_override(tmp_path, capsys):
     assert status == 2 and 'missing.txt' in err[-1]
 
 
+@pytest.mark.slow
 def test_saved_args_repeat_the_run(tmp_path):
     flags = ['--soft_margin', 'true', '--epochs', '2', '--eval_epoch_term', '2', '--batch_size', '40',
              '--num_instances', '8', '--recallk', '1,3', '--save_dir', str(tmp_path)]
@@ -202,6 +205,7 @@ def test_proxy_losses_train_from_main(tmp_path, name):
     assert list(saved) == ['proxies'] and saved['proxies'].shape == (5, 512)
 
 
+@pytest.mark.slow
 def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
     """During --warmup_epochs the trunk keeps its weights while the embedding layer learns."""
     import utils.training
@@ -225,6 +229,7 @@ def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
     assert not np.array_equal(final[key].asnumpy(), trunk[2])                          # epoch 3: trains
 
 
+@pytest.mark.slow
 def test_lr_schedule_steps_per_iteration(tmp_path):
     """Two iterations per epoch (batches of 2 of the 5 digit classes), decays at epochs 1 and 2: the
     logged lr follows MXNet's MultiFactorScheduler over the global iteration, not the epoch."""
@@ -239,6 +244,7 @@ def test_lr_schedule_steps_per_iteration(tmp_path):
     assert len({v for _, v in logged[2:4]}) == 2          # it changes inside an epoch
 
 
+@pytest.mark.slow
 def test_see_schedule_reaches_the_loss(tmp_path, monkeypatch):
     """SEE's expanded fraction follows its epoch schedule in a main.py run."""
     from loss.see_proxy_anchor import SEEProxyAnchorLoss, selected_fraction

@@ -180,7 +180,7 @@ def test_adam_steps_lower_the_loss(name, n):
     assert final < 0.85 * initial, (initial, final)
 
 
-@pytest.mark.parametrize('n', [0, 2])
+@pytest.mark.parametrize('n', [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_lifted_hinge_inactive_side(n):
     """Some positive pairs with J_ij < 0 (clustered classes far apart, small margin), some with
     J_ij > 0: relu(J)^2 must pass no gradient from the former and the exact one from the latter."""

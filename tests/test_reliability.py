@@ -50,6 +50,7 @@ def test_resume_from_a_chosen_epoch_and_bad_resume_paths(tmp_path, capsys):
     assert 'is not a checkpoint folder' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_auto_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
     assert main.main(SMALL + ['--epochs', '2', '--save_dir', str(tmp_path), '--resume']) == 0
     assert 'starting afresh' in capsys.readouterr().out
@@ -103,6 +104,7 @@ class NaNAfter(HPHNTripletLoss):
         return out * float('nan') if NaNAfter.calls >= 3 else out
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(main, 'build_loss', lambda args, classes: NaNAfter(n_inner_pts=2, num_instances=8))
     assert main.main(SMALL + ['--epochs', '6', '--save_dir', str(tmp_path)]) == 2

@@ -52,6 +52,7 @@ def _cli(module, *args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_main_logs_expanded_metrics_as_the_cli_computes_them(run_dir):
     from utils.evaluate import run as evaluate_cli
     s = read_scalars(run_dir)
@@ -67,6 +68,7 @@ def test_main_logs_expanded_metrics_as_the_cli_computes_them(run_dir):
     assert 'R@1' in cli and 'NMI' not in cli
 
 
+@pytest.mark.slow
 def test_embed_gives_the_saved_test_embeddings(run_dir, tmp_path):
     # The test classes (d5 .. d9) reached through symbolic links, as the issue asks.
     data = os.path.join(os.path.dirname(run_dir), 'data')
@@ -87,6 +89,7 @@ def test_embed_gives_the_saved_test_embeddings(run_dir, tmp_path):
     assert paths[0] == os.path.join(str(links), 'd5', '000.png')
 
 
+@pytest.mark.slow
 def test_embed_bad_image_is_one_line_or_skipped(run_dir, tmp_path):
     images = tmp_path / 'images'
     (images / 'a').mkdir(parents=True)
@@ -115,6 +118,7 @@ np.save(sys.argv[3], net(mx.nd.array(np.load(sys.argv[2]))).asnumpy())
 '''
 
 
+@pytest.mark.slow
 def test_export_round_trip_without_the_repository(run_dir, tmp_path):
     from data.image_list import read_rgb
     from data.transforms import test_transform
@@ -140,6 +144,7 @@ def _frame_colour(picture, row, col, side, gap=4):
     return tuple(int(v) for v in picture[y, x])
 
 
+@pytest.mark.slow
 def test_retrieval_picture_frames_match_the_neighbours(run_dir, tmp_path):
     from utils.retrieval import GREEN, GREY, RED, run
     out = tmp_path / 'grid.png'
