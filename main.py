@@ -5,8 +5,8 @@
 
 This file is the experiment's recipe, top to bottom: devices, the run's folder, the data, the
 embedding network, the loss (EE inside), the optimiser, resuming, the training loop, the final
-parameters. The flags are in utils/options.py (defaults of the official release,
-docs/official_setup.md), the loop in utils/training.py, the evaluation in utils/evaluator.py.
+parameters. The flags are in runner/options.py (defaults of the official release,
+docs/official_setup.md), the loop in runner/trainer.py, the evaluation in runner/evaluator.py.
 """
 import os
 import random
@@ -15,9 +15,9 @@ import sys
 import numpy as np
 
 from loss import build_loss
+from runner.options import build_parser, check_args, flag_errors, parse_args, selection_metric, write_config  # noqa: F401
+from runner.trainer import build_trainer, fmt, train_step  # noqa: F401  (main.train_step: the API tests use)
 from utils.errors import run_command
-from utils.options import build_parser, check_args, flag_errors, parse_args, selection_metric, write_config  # noqa: F401
-from utils.training import build_trainer, fmt, train_step  # noqa: F401  (main.train_step: the API tests use)
 
 
 def seed_everything(seed):
@@ -45,12 +45,12 @@ def train(args):
     """One run of main.py's flags ``args``; returns the best test metrics (a dict)."""
     from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
     from model import get_model
-    from utils.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
-    from utils.devices import create_kvstore, parse_contexts
-    from utils.interrupt import StopFlag
-    from utils.resume import resume_from_checkpoint
-    from utils.run_dir import RunDir
-    from utils.training import TrainingLoop
+    from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
+    from runner.devices import create_kvstore, parse_contexts
+    from runner.interrupt import StopFlag
+    from runner.resume import resume_from_checkpoint
+    from runner.run_dir import RunDir
+    from runner.trainer import TrainingLoop
 
     ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))

@@ -1,4 +1,4 @@
-"""Time and peak memory of utils.evaluation at benchmark scale, next to one fp32 GEMM X.X^T.
+"""Time and peak memory of metrics.evaluation at benchmark scale, next to one fp32 GEMM X.X^T.
 
 Synthetic structured embeddings: unit class centres in d = 512 plus Gaussian noise (per-dimension
 std noise/sqrt(d)), each row then unit-normalised.  Sizes of the test splits:
@@ -20,12 +20,12 @@ the GEMM and the metrics see the same machine load.
     python3 bench/eval_bench.py --datasets sop --reps 3 --threads 1 --tasks gemm,recall,retrieval \
         --baseline 3ad607d
 
---baseline REV also times utils/evaluation.py of git revision REV (copied to a temporary folder,
+--baseline REV also times the metrics of git revision REV (its source copied to a temporary folder,
 removed at exit) on every task but gemm: in each round the baseline's worker and ours run one
 after the other on the same saved embeddings (which goes first alternates between rounds), and
 the table gains the ratio ours / baseline per round (median and range over the rounds).
 
-Tasks qeK-dbaK (either part may be left out, e.g. qe2) time utils.query_expansion's QE/DBA plus
+Tasks qeK-dbaK (either part may be left out, e.g. qe2) time metrics.query_expansion's QE/DBA plus
 Recall + MAP@R + RP of the expanded embeddings; expand-qeK-dbaK the expansion alone.
 """
 import argparse
@@ -103,31 +103,36 @@ def _kmeans(kind, max_iter):
 
 
 def load_baseline(rev):
-    """Write utils/evaluation.py of git revision rev to a temporary folder (removed at exit)."""
+    """The source tree of git revision rev (metrics/ and utils/) in a temporary folder, removed at exit."""
     root = tempfile.mkdtemp(prefix='eval_baseline_')
     atexit.register(shutil.rmtree, root, True)
-    text = subprocess.run(['git', 'show', '%s:utils/evaluation.py' % rev], cwd=REPO, check=True,
-                          capture_output=True, text=True).stdout
-    path = os.path.join(root, 'evaluation_%s.py' % rev.replace('/', '_'))
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
+    archive = subprocess.run(['git', 'archive', rev, 'metrics', 'utils'], cwd=REPO, capture_output=True)
+    if archive.returncode:      # a revision from before metrics/ existed
+        archive = subprocess.run(['git', 'archive', rev, 'utils'], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(['tar', '-x', '-C', root], input=archive.stdout, check=True)
+    return root
 
 
-def import_evaluation(path):
-    """utils.evaluation, or the module at path (a baseline copy) when path is given."""
-    if not path:
-        import utils.evaluation as ev
-        return ev
-    spec = importlib.util.spec_from_file_location('baseline_evaluation', path)
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
-    return ev
+def import_evaluation(root):
+    """(evaluation, retrieval, clustering) modules: ours, or those of the source tree at root.
+
+    A worker is its own process, so the baseline's tree simply goes first on sys.path.  Before
+    the split into metrics/ (git history), utils/evaluation.py played all three parts.
+    """
+    if root:
+        sys.path.insert(0, root)
+    if not root or os.path.exists(os.path.join(root, 'metrics', 'retrieval.py')):
+        import metrics.clustering as clustering
+        import metrics.evaluation as ev
+        import metrics.retrieval as retrieval
+        return ev, retrieval, clustering
+    ev = importlib.import_module('utils.evaluation')
+    return ev, ev, ev
 
 
 def worker(task, data_dir, recallk, module_path=None):
     """Run one task on the saved embeddings; returns a dict for the parent."""
-    ev = import_evaluation(module_path)
+    ev, retrieval, clustering = import_evaluation(module_path)
     emb = np.load(os.path.join(data_dir, 'emb.npy'))
     labels = np.load(os.path.join(data_dir, 'labels.npy'))
     base_mb = vm_hwm_mb()
@@ -148,10 +153,10 @@ def worker(task, data_dir, recallk, module_path=None):
         # kmeans-mb5 = MiniBatchKMeans(batch 4096, 5 epochs); kmeans-default = kmeans_assign.
         if task != 'kmeans-default':
             kind = 'full' if task.startswith('kmeans-full') else 'mb'
-            ev.kmeans_assign = _kmeans(kind, int(task[len('kmeans-' + kind):]))
+            clustering.kmeans_assign = _kmeans(kind, int(task[len('kmeans-' + kind):]))
         result = ev.evaluate(emb, labels, metrics=('nmi', 'f1'))
     elif task.startswith(('qe', 'dba', 'expand-')):
-        from utils.query_expansion import evaluate_expanded, expand_queries_database
+        from metrics.query_expansion import evaluate_expanded, expand_queries_database
         ks = dict((part.rstrip('0123456789'), int(part.lstrip('qeadb')))
                   for part in task.replace('expand-', '').split('-'))
         if task.startswith('expand-'):
@@ -164,7 +169,7 @@ def worker(task, data_dir, recallk, module_path=None):
                    'clustering': ('nmi', 'f1'), 'all': ALL}[task]
         if task == 'retrieval-plain':
             # Force the plain path (full compare-and-count plus argpartition) for comparison.
-            ev._MAX_CANDIDATE_FRACTION = -1.0
+            retrieval._MAX_CANDIDATE_FRACTION = -1.0
         result = ev.evaluate(emb, labels, metrics=metrics, recallk=recallk)
     seconds = time.perf_counter() - start
     return {'seconds': seconds, 'cpu_seconds': time.process_time() - cpu_start,
@@ -261,7 +266,7 @@ def main():
                         help='set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS for the workers '
                              '(default: leave the environment alone)')
     parser.add_argument('--baseline', metavar='REV',
-                        help="also time utils/evaluation.py of this git revision, interleaved with ours")
+                        help="also time the metrics of this git revision, interleaved with ours")
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--module', help=argparse.SUPPRESS)
     parser.add_argument('--data-dir', help=argparse.SUPPRESS)

@@ -3,7 +3,7 @@
     python3 bench/qe_dba_report.py RUN_DIR [RUN_DIR ...] [--ks 1,2,4]
 
 Each RUN_DIR is a main.py --save_dir trained with --save_embeddings (self-retrieval test split).
-Per run and K: no expansion, QE K, DBA K, and both (utils.query_expansion).
+Per run and K: no expansion, QE K, DBA K, and both (metrics.query_expansion).
 """
 import argparse
 import os
@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.query_expansion import evaluate_expanded  # noqa: E402
+from metrics.query_expansion import evaluate_expanded  # noqa: E402
 
 
 def main():

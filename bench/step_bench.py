@@ -29,8 +29,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
 from loss import HPHNTripletLoss  # noqa: E402
 from loss_bench import OfficialHPHN, timer  # noqa: E402
-from utils.training import train_step  # noqa: E402
 from model import get_model  # noqa: E402
+from runner.trainer import train_step  # noqa: E402
 
 MARGIN = 1e-5       # the official default
 

@@ -3,13 +3,13 @@
     python3 bench/warm_study_report.py [runs/warm_study] [--plot figures/warm_study.png]
 
 Per run, the epoch is chosen on the validation classes (the first with the best validation R@1,
-utils.compare.select) and the test R@1, MAP@R and NMI of that epoch are reported; beside them the
+tools.compare.select) and the test R@1, MAP@R and NMI of that epoch are reported; beside them the
 test R@1 the release's rule would report (the best epoch on the test set itself), and their
 difference: how much choosing on the test set inflates the result. Per arm: mean and sample sd over
 the seeds, and the mean share of synthetic points among the mined hardest negatives
 (ee/synthetic_negative_fraction, every logged step). Then, for every EE arm against its no-EE arm and
 the release gradient against the exact one: the difference in test R@1 and its p-values, as
-``python3 -m utils.compare A... --vs B...`` prints them. The figure shows validation and test R@1
+``python3 -m tools.compare A... --vs B...`` prints them. The figure shows validation and test R@1
 against the stage-2 epoch (epoch 0: the warm start, evaluated at the end of stage 1), one column per
 loss, the mean over seeds with the range as a band.
 """
@@ -23,8 +23,8 @@ from collections import OrderedDict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.training import SYNTHETIC_TAG  # noqa: E402
-from utils.compare import mean_sd, permutation_test, read_curves, select, welch  # noqa: E402
+from runner.trainer import SYNTHETIC_TAG  # noqa: E402
+from tools.compare import mean_sd, permutation_test, read_curves, select, welch  # noqa: E402
 from utils.events import read_scalars  # noqa: E402
 
 # arm name (bench/warm_study.sh) -> its label; arms the script gains later are shown after these

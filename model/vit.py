@@ -115,7 +115,7 @@ def vit_small_patch16(pretrained=True, pretrained_path=None, ctx=mx.cpu()):
     net = VisionTransformer()
     if pretrained and not pretrained_path:
         raise UserError("gluoncv's store has no ViT-S/16: convert timm's deit_small_patch16_224 with "
-                        'tools/convert_timm_vit.py and pass --pretrained_path FILE, or train from scratch '
+                        'python3 -m tools.convert_timm_vit and pass --pretrained_path FILE, or train from scratch '
                         'with --pretrained false')
     if pretrained_path:
         load_into(net, pretrained_file('vit_small_patch16', pretrained_path), 'vit_small_patch16', ctx)

@@ -4,7 +4,7 @@ import pytest
 import mxnet as mx
 from mxnet import autograd
 
-from utils.adamw import AdamW
+from runner.adamw import AdamW
 
 
 def reference(w, grads, lrs, wd, beta1, beta2, eps, rescale, clip=None):

@@ -9,9 +9,9 @@ from model import BACKBONES, get_model
 from model.embedding_net import EmbeddingNet
 from model.resnet50 import resnet50_trunk
 from model.vit import VisionTransformer, vit_small_patch16
+from runner.options import flag_errors
 from tools.convert_timm_vit import convert
 from utils.errors import UserError
-from utils.options import flag_errors
 
 
 def timm_state_dict(rng, dim=384, depth=12, mlp=1536, patch=16, tokens=197, classes=1000):
@@ -138,7 +138,7 @@ def test_converter_refuses_unknown_names():
 
 
 def test_vit_without_weight_file_says_how_to_get_one():
-    with pytest.raises(UserError, match='convert_timm_vit.py.*--pretrained_path.*--pretrained false'):
+    with pytest.raises(UserError, match='tools.convert_timm_vit.*--pretrained_path.*--pretrained false'):
         vit_small_patch16(pretrained=True)
 
 

@@ -1,4 +1,4 @@
-"""utils.compare on two short digits runs, the paper numbers and every config file of configs/."""
+"""tools.compare on two short digits runs, the paper numbers and every config file of configs/."""
 import csv
 import glob
 import os
@@ -10,11 +10,11 @@ import matplotlib.image
 import pytest
 
 import main
-from utils import compare
+from runner.summary import Summary
+from tools import compare
+from tools.paper_numbers import DEFAULT_CSV, load_paper_numbers, read_flags
 from utils.errors import UserError
 from utils.events import read_scalars
-from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, read_flags
-from utils.summary import Summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*', '*.txt')))
@@ -147,7 +147,7 @@ def test_bad_input_is_one_error_line(runs, tmp_path, capsys, make_flags, expecte
 
 @pytest.mark.slow
 def test_command_line_exit_status(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'utils.compare', str(tmp_path)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, '-m', 'tools.compare', str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == 'error: no mxboard event files with scalars under %s' % tmp_path

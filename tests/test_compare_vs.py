@@ -1,4 +1,4 @@
-"""utils.compare --vs: selected epochs, group means, the exact permutation test and Welch's t,
+"""tools.compare --vs: selected epochs, group means, the exact permutation test and Welch's t,
 on event files written here whose answers are known."""
 import itertools
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils import compare
-from utils.summary import Summary
+from runner.summary import Summary
+from tools import compare
 
 EPOCHS = (5, 10, 15)
 

@@ -17,7 +17,7 @@ from data.cub200 import load_cub200
 from data.digits import load_digits_split
 from data.image_list import ImageList
 from data.sampler import ClassBalancedSampler
-from utils.options import flag_errors
+from runner.options import flag_errors
 from utils.errors import UserError
 
 CUB_SUBSET = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'CUB_100_subset'

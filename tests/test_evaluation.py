@@ -1,4 +1,4 @@
-"""utils.evaluation and the utils.evaluate CLI against brute-force references."""
+"""metrics.evaluation and the tools.evaluate CLI against brute-force references."""
 import json
 import os
 import subprocess
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from utils.evaluation import (evaluate, evaluate_query_gallery, kmeans_assign,
-                              pairwise_f1)
+from metrics.clustering import kmeans_assign, pairwise_f1
+from metrics.evaluation import evaluate, evaluate_query_gallery
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RETRIEVAL = ('recall', 'map_at_r', 'r_precision')
@@ -66,7 +66,7 @@ def _data(kind, n=90, d=4, n_classes=12, seed=0):
 @pytest.fixture
 def fast_path_only(monkeypatch):
     """Fail if the numpy path falls back to the full argpartition; record the group sizes."""
-    import utils.evaluation as ev
+    import metrics.retrieval as ev
     sizes = []
     group_min = ev._group_min
 
@@ -103,7 +103,7 @@ def test_grouped_thresholds_match_brute_force(kind, n, d, coarse, fast_path_only
 
 
 def test_fallback_matches_brute_force(monkeypatch):
-    import utils.evaluation as ev
+    import metrics.retrieval as ev
     monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
     emb, labels = _data('ties')
     _assert_same(evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=16),
@@ -190,7 +190,7 @@ def test_pairwise_f1_matches_pair_count():
 
 
 def test_nmi_and_f1_use_one_clustering(monkeypatch):
-    import utils.evaluation as ev
+    import metrics.clustering as ev
     calls = []
 
     def counted(*args, **kwargs):
@@ -231,7 +231,7 @@ def test_bad_arguments():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, '-m', 'utils.evaluate'] + list(args), cwd=REPO,
+    return subprocess.run([sys.executable, '-m', 'tools.evaluate'] + list(args), cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -289,7 +289,7 @@ def test_cli_errors(tmp_path):
 
 
 def test_kmeans_assign_seeding_by_cluster_count(monkeypatch):
-    import utils.evaluation as ev
+    import metrics.clustering as ev
     from sklearn.cluster import KMeans
     emb, labels = _data('spread')
     k = len(np.unique(labels))

@@ -14,11 +14,11 @@ import pytest
 
 import main
 from loss import HPHNTripletLoss
-from utils import checkpoint as ck
-from utils.checkpoint import Checkpointer
+from runner import checkpoint as ck
+from runner.checkpoint import Checkpointer
+from runner.run_dir import RunDir
 from utils.errors import UserError
 from utils.events import read_scalars
-from utils.run_dir import RunDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # two one-batch epochs between checkpoints; digits trains on 5 classes
@@ -291,7 +291,7 @@ def test_a_signal_checkpoints_mid_epoch_and_resume_continues_exactly(tmp_path, c
 
 
 def test_a_second_signal_exits_at_once(monkeypatch):
-    from utils.interrupt import StopFlag
+    from runner.interrupt import StopFlag
     exits = []
     monkeypatch.setattr(os, '_exit', exits.append)
     stop = StopFlag()

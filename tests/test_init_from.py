@@ -5,7 +5,7 @@ import pytest
 
 import main
 from model import get_model
-from utils.checkpoint import init_from
+from runner.checkpoint import init_from
 from utils.errors import UserError
 
 CTX = [mx.cpu()]
@@ -74,9 +74,9 @@ def test_second_run_starts_where_the_first_ended(tmp_path, monkeypatch):
     first = str(tmp_path / 'first')
     assert main.main(QUICK + ['--save_dir', first]) == 0
     final = {k: v.asnumpy() for k, v in mx.nd.load(first + '/model_final.params').items()}
-    import utils.training
+    import runner.trainer
     seen = []
-    original = utils.training.train_step
+    original = runner.trainer.train_step
 
     def spy(net, loss_fn, trainer, *args):
         if not seen:                                     # before the first update of the second run
@@ -86,7 +86,7 @@ def test_second_run_starts_where_the_first_ended(tmp_path, monkeypatch):
                 start = None                             # nothing loaded: shapes wait for the first forward
             seen.append((start, dict(trainer._optimizer._index_update_count)))
         return original(net, loss_fn, trainer, *args)
-    monkeypatch.setattr(utils.training, 'train_step', spy)
+    monkeypatch.setattr(runner.trainer, 'train_step', spy)
     assert main.main(QUICK + ['--loss', 'proxy_anchor', '--init_from', first, '--seed', '5',
                               '--save_dir', str(tmp_path / 'second')]) == 0
     start, updates = seen[0]

@@ -152,7 +152,7 @@ def test_validation_split_chooses_the_epoch_and_embeddings_match_the_cli(tmp_pat
     assert os.path.exists(tmp_path / ('model_epoch_%05d.params' % best_epoch))
     # the saved embeddings are those of the best epoch: the CLI gives the logged numbers
     out = tmp_path / 'cli.json'
-    subprocess.run([sys.executable, '-m', 'utils.evaluate', '--embeddings', str(tmp_path / 'embeddings' / 'test_embeddings.npy'),
+    subprocess.run([sys.executable, '-m', 'tools.evaluate', '--embeddings', str(tmp_path / 'embeddings' / 'test_embeddings.npy'),
                     '--labels', str(tmp_path / 'embeddings' / 'test_labels.npy'), '--recallk', '1,2,4,8',
                     '--metrics', 'recall,map_at_r,nmi', '--json', str(out)], cwd=REPO, check=True,
                    capture_output=True)
@@ -208,16 +208,16 @@ def test_proxy_losses_train_from_main(tmp_path, name):
 @pytest.mark.slow
 def test_warmup_freezes_the_trunk_only(tmp_path, monkeypatch):
     """During --warmup_epochs the trunk keeps its weights while the embedding layer learns."""
-    import utils.training
+    import runner.trainer
     snapshots = []
-    original = utils.training.train_step
+    original = runner.trainer.train_step
 
     def spy(net, *args):
         first = list(net.backbone[0].collect_params().values())[0].data().copy()   # before the step
         value = original(net, *args)
         snapshots.append((first, net.embedding_layer.weight.data().copy()))         # head after it
         return value
-    monkeypatch.setattr(utils.training, 'train_step', spy)
+    monkeypatch.setattr(runner.trainer, 'train_step', spy)
     assert main.main(['--loss', 'proxy_anchor', '--warmup_epochs', '2', '--epochs', '3', '--eval_epoch_term', '3',
                       '--batch_size', '40', '--num_instances', '8', '--save_dir', str(tmp_path)]) == 0
     trunk = [a.asnumpy() for a, _ in snapshots]

@@ -4,11 +4,11 @@ import pytest
 import mxnet as mx
 from gluoncv.model_zoo import googlenet
 
-import model.weights
 from model import get_model
 from model.googlenet import TRUNK
+import model.weights
+from runner.options import flag_errors
 from utils.errors import UserError
-from utils.options import flag_errors
 
 
 @pytest.mark.parametrize('size', [32, 64])

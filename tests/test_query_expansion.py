@@ -1,11 +1,11 @@
-"""utils.query_expansion (QE / DBA) against a brute-force NumPy reference, loop by loop."""
+"""metrics.query_expansion (QE / DBA) against a brute-force NumPy reference, loop by loop."""
 import numpy as np
 import pytest
 
 from tests.test_evaluation import _data as _int_data
 from tests.test_evaluation import brute_force
-from utils.evaluation import evaluate
-from utils.query_expansion import evaluate_expanded, expand_queries_database, suffix
+from metrics.evaluation import evaluate
+from metrics.query_expansion import evaluate_expanded, expand_queries_database, suffix
 
 
 def _unit(x):
@@ -133,7 +133,7 @@ def test_no_expansion_is_the_plain_evaluation():
 
 
 def test_query_gallery_metrics():
-    from utils.evaluation import evaluate_query_gallery
+    from metrics.evaluation import evaluate_query_gallery
     g, gl = _data(n=50, seed=3)
     qs, ql = _data(n=30, seed=3)
     metrics = ('recall', 'map_at_r', 'r_precision')
@@ -161,7 +161,7 @@ def test_bad_k():
 
 
 def test_evaluate_cli_flags(tmp_path, capsys):
-    from utils.evaluate import main as cli
+    from tools.evaluate import main as cli
     x, labels = _data(n=40)
     np.save(str(tmp_path / 'e.npy'), x)
     np.save(str(tmp_path / 'l.npy'), labels)

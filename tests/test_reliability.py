@@ -12,7 +12,7 @@ import mxnet as mx
 
 import main
 from loss import HPHNTripletLoss, ProxyAnchorLoss
-from utils.checkpoint import Checkpointer
+from runner.checkpoint import Checkpointer
 from utils.errors import UserError
 from utils.events import read_scalars
 

@@ -210,7 +210,7 @@ def test_short_training_run_lowers_the_loss():
     """A small conv net + SEE on the 8x8 digits, AdamW with the proxies at lr x 100, as main.py will
     train: the plain PA loss of 100 fixed images falls (the SEE total grows with t by design)."""
     from sklearn.datasets import load_digits
-    import utils.adamw  # noqa: F401  registers 'adamw'
+    import runner.adamw  # noqa: F401  registers 'adamw'
     from model.embedding_net import EmbeddingNet
     mx.random.seed(0)
     digits = load_digits()

@@ -1,5 +1,5 @@
-"""The tools around a finished run: utils.embed, utils.export, utils.retrieval, and QE/DBA in
-main.py and utils.evaluate, on one small run of main.py over a folder of digit images."""
+"""The tools around a finished run: tools.embed, tools.export, tools.retrieval, and QE/DBA in
+main.py and tools.evaluate, on one small run of main.py over a folder of digit images."""
 import json
 import os
 import subprocess
@@ -54,7 +54,7 @@ def _cli(module, *args):
 
 @pytest.mark.slow
 def test_main_logs_expanded_metrics_as_the_cli_computes_them(run_dir):
-    from utils.evaluate import run as evaluate_cli
+    from tools.evaluate import run as evaluate_cli
     s = read_scalars(run_dir)
     best_epoch, best = s['metric_epoch/R1/best'][-1]
     assert dict(s['metric_epoch/R1'])[best_epoch] == best
@@ -77,7 +77,7 @@ def test_embed_gives_the_saved_test_embeddings(run_dir, tmp_path):
     for c in range(5, 10):
         os.symlink(os.path.join(data, 'd%d' % c), str(links / ('d%d' % c)))
     out = tmp_path / 'out.npy'
-    proc = _cli('utils.embed', run_dir, links, '--out', out, '--batch_size', '7', '--params',
+    proc = _cli('tools.embed', run_dir, links, '--out', out, '--batch_size', '7', '--params',
                 best_params(run_dir))
     assert proc.returncode == 0, proc.stderr
     emb = np.load(str(out))
@@ -97,16 +97,16 @@ def test_embed_bad_image_is_one_line_or_skipped(run_dir, tmp_path):
     for name in ('000.png', '001.png'):
         os.symlink(os.path.join(data, 'd7', name), str(images / 'a' / name))
     (images / 'a' / '0005.png').write_bytes(b'not a png')
-    proc = _cli('utils.embed', run_dir, images, '--out', tmp_path / 'e.npy')
+    proc = _cli('tools.embed', run_dir, images, '--out', tmp_path / 'e.npy')
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: ')
     assert '0005.png' in lines[0]
-    proc = _cli('utils.embed', run_dir, images, '--out', tmp_path / 'e.npy', '--skip_bad_images')
+    proc = _cli('tools.embed', run_dir, images, '--out', tmp_path / 'e.npy', '--skip_bad_images')
     assert proc.returncode == 0, proc.stderr
     assert np.load(str(tmp_path / 'e.npy')).shape[0] == 2
     assert [os.path.basename(p) for p in (tmp_path / 'e.txt').read_text().splitlines()] == \
         ['000.png', '001.png']
-    proc = _cli('utils.embed', tmp_path, images, '--out', tmp_path / 'e.npy')
+    proc = _cli('tools.embed', tmp_path, images, '--out', tmp_path / 'e.npy')
     assert proc.returncode == 2 and 'args.txt' in proc.stderr and 'Traceback' not in proc.stderr
 
 
@@ -122,7 +122,7 @@ np.save(sys.argv[3], net(mx.nd.array(np.load(sys.argv[2]))).asnumpy())
 def test_export_round_trip_without_the_repository(run_dir, tmp_path):
     from data.image_list import read_rgb
     from data.transforms import test_transform
-    proc = _cli('utils.export', run_dir, tmp_path / 'net', '--params', best_params(run_dir))
+    proc = _cli('tools.export', run_dir, tmp_path / 'net', '--params', best_params(run_dir))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / 'net-symbol.json').exists() and (tmp_path / 'net-0000.params').exists()
     data = os.path.join(os.path.dirname(run_dir), 'data')
@@ -146,7 +146,7 @@ def _frame_colour(picture, row, col, side, gap=4):
 
 @pytest.mark.slow
 def test_retrieval_picture_frames_match_the_neighbours(run_dir, tmp_path):
-    from utils.retrieval import GREEN, GREY, RED, run
+    from tools.retrieval import GREEN, GREY, RED, run
     out = tmp_path / 'grid.png'
     picture, picks, nn = run([run_dir, '--out', str(out), '--queries', '4', '--k', '3', '--tile', '40'])
     saved = cv2.imread(str(out))[:, :, ::-1]
@@ -166,9 +166,9 @@ def test_retrieval_picture_frames_match_the_neighbours(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_retrieval_picture_of_a_digits_run(tmp_path):
-    from utils.retrieval import run
+    from tools.retrieval import run
     assert main.main(['--epochs', '1', '--eval_epoch_term', '1', '--batch_size', '40', '--num_instances', '8',
                       '--save_embeddings', '--save_dir', str(tmp_path / 'run')]) == 0
-    proc = _cli('utils.retrieval', tmp_path / 'run', '--out', tmp_path / 'g.png')
+    proc = _cli('tools.retrieval', tmp_path / 'run', '--out', tmp_path / 'g.png')
     assert proc.returncode == 0, proc.stderr
     assert cv2.imread(str(tmp_path / 'g.png')).shape[:2] == (4 + 6 * 100, 12 + 6 * 100)

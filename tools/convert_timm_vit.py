@@ -1,7 +1,7 @@
 """Convert a timm ViT/DeiT checkpoint (.pth / .bin, a PyTorch state dict) into .params for model/vit.py.
 
-    python tools/convert_timm_vit.py deit_small_patch16_224-cd65a155.pth vit_small_patch16.params
-    python main.py --backbone vit_small_patch16 --pretrained_path vit_small_patch16.params ...
+    python3 -m tools.convert_timm_vit deit_small_patch16_224-cd65a155.pth vit_small_patch16.params
+    python3 main.py --backbone vit_small_patch16 --pretrained_path vit_small_patch16.params ...
 
 Only this script needs PyTorch (to read the file). The layers carry timm's names, so the mapping
 (timm -> ours, i = 0..depth-1) only renames LayerNorm parameters and drops the classifier:

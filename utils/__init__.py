@@ -1,2 +1,2 @@
-"""Evaluation, logging and small helpers shared by main.py and the tools."""
-from .errors import UserError
+"""What every layer uses: one-line errors (errors) and reading TensorBoard event files (events).
+Imports nothing of the project above it."""

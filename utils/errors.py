@@ -1,6 +1,6 @@
 """One exception type for every mistake a user can make (bad flag, missing file, corrupt image).
 
-Every command (main.py, utils.evaluate, utils.compare, ...) runs through run_command, which prints
+Every command (main.py, tools.evaluate, tools.compare, ...) runs through run_command, which prints
 it as a single line, ``error: <message>``, and exits with status 2; a traceback is shown only with
 ``--debug``. Raise it with a message that names the file or flag and what was expected.
 """

@@ -7,7 +7,7 @@ exits with status 128 + the signal's number); a second one exits at once.
 import os
 import signal
 
-from .errors import UserError
+from utils.errors import UserError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

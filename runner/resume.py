@@ -11,9 +11,9 @@ A checkpoint records the flags of the run that wrote it (state.json, ``args``). 
 """
 import os
 
-from .checkpoint import Checkpointer, checkpoint_name, set_random_state
-from .errors import UserError
-from .evaluation import format_metrics
+from metrics.evaluation import format_metrics
+from runner.checkpoint import Checkpointer, checkpoint_name, set_random_state
+from utils.errors import UserError
 
 MAY_CHANGE = frozenset((
     'epochs', 'lr', 'lr_decay_factor', 'lr_decay_epochs', 'wd', 'momentum', 'base_lr_mult', 'proxy_lr_mult',

@@ -15,9 +15,9 @@ Memory: one (block, n) float32 similarity block at a time, never n x n.
 """
 import numpy as np
 
-from .evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+from metrics.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
 
-# Similarity rows per block: about 64 MB of float32 scores, as utils.evaluation's blocks.
+# Similarity rows per block: about 64 MB of float32 scores, as metrics.evaluation's blocks.
 _BLOCK_SCORES = 1 << 24
 
 
@@ -135,7 +135,7 @@ def evaluate_expanded(embeddings, labels, qe=0, dba=0, metrics=RETRIEVAL_METRICS
 
     embeddings: (n, d) database (self-retrieval) or gallery, labels: (n,); query_emb (m, d) and
     query_labels (m,) for query/gallery.  metrics: the retrieval ones are used (clustering does
-    not apply to an expanded query set).  Other arguments as utils.evaluation.evaluate.
+    not apply to an expanded query set).  Other arguments as metrics.evaluation.evaluate.
     """
     metrics = [m for m in metrics if m in RETRIEVAL_METRICS]
     if not metrics:

@@ -1,6 +1,6 @@
 """Export a trained run's model to MXNet's own deployment format (HybridBlock.export).
 
-    python3 -m utils.export RUN_DIR OUT_PREFIX [--params FILE]
+    python3 -m tools.export RUN_DIR OUT_PREFIX [--params FILE]
 
 Writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params: one input ``data``, (B, 3, S, S) images
 resized to S = the run's --image_size, RGB scaled to [0, 1] then normalised with the ImageNet mean
@@ -11,12 +11,12 @@ it anywhere MXNet is installed, without this repository:
 """
 import sys
 
-from .errors import UserError, run_command
-from .run import load_model, run_parser
+from tools.run import load_model, run_parser
+from utils.errors import UserError, run_command
 
 
 def build_parser():
-    return run_parser('python3 -m utils.export', __doc__,
+    return run_parser('python3 -m tools.export', __doc__,
                       [('out_prefix', 'writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params')])
 
 

@@ -3,7 +3,7 @@ import os
 
 import mxnet as mx
 
-from .errors import UserError, first_line
+from utils.errors import UserError, first_line
 
 
 def parse_contexts(ctx=None, gpu_idx=None):

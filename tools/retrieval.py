@@ -1,6 +1,6 @@
 """A picture of retrieval: a few test queries (rows) and their K nearest neighbours.
 
-    python3 -m utils.retrieval RUN_DIR --out grid.png [--queries 6] [--k 5] [--seed 0]
+    python3 -m tools.retrieval RUN_DIR --out grid.png [--queries 6] [--k 5] [--seed 0]
 
 Reads the run's saved test embeddings (main.py --save_embeddings: RUN_DIR/embeddings) and the
 data set's own images (the run's --data_name and --data_dir; digits are bundled).  Each row is one
@@ -14,13 +14,13 @@ import sys
 
 import numpy as np
 
-from .errors import OneLineParser, UserError, run_command
+from utils.errors import OneLineParser, UserError, run_command
 
 GREEN, RED, GREY = (40, 170, 40), (210, 30, 30), (150, 150, 150)
 
 
 def build_parser():
-    p = OneLineParser(prog='python3 -m utils.retrieval', description=__doc__,
+    p = OneLineParser(prog='python3 -m tools.retrieval', description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('run_dir', help='a main.py --save_dir run with --save_embeddings')
     p.add_argument('--out', required=True, help='the picture to write (.png or .jpg)')
@@ -38,7 +38,7 @@ def nearest(queries, database, k, self_cols=None):
     nearest first (ties: lower index first).
 
     queries (m, d), database (n, d); self_cols: (m,) database row of each query to leave out."""
-    from .query_expansion import top_k_rows
+    from metrics.query_expansion import top_k_rows
     score = (2.0 * np.dot(queries, database.T)
              - np.einsum('ij,ij->i', database, database)[None, :]).astype(np.float32)
     top = top_k_rows(score, k, self_cols)
@@ -76,7 +76,7 @@ def grid(rows, side):
 
 
 def _load_saved(folder, name):
-    from .evaluate import _load
+    from tools.evaluate import _load
     emb = _load(os.path.join(folder, '%s_embeddings.npy' % name), 'embeddings', 2)
     labels = _load(os.path.join(folder, '%s_labels.npy' % name), 'labels', 1)
     return emb.astype(np.float32), labels
@@ -90,7 +90,7 @@ def _image(source):
 def run(argv=None):
     args = build_parser().parse_args(argv)
     from data import get_dataset
-    from .run import run_args
+    from tools.run import run_args
     if args.queries < 1 or args.k < 1 or args.tile < 8:
         raise UserError('--queries and --k must be positive and --tile at least 8')
     conf = run_args(args.run_dir)

@@ -247,7 +247,7 @@ def check_args(args, num_devices):
     from data.sampler import check_batch_layout
     from loss import LOSSES
     from loss.pair_loss import PairLoss
-    from utils.evaluation import METRICS
+    from metrics.evaluation import METRICS
     with flag_errors():         # the classes' own checks, before any data is read
         check_batch_layout(args.batch_size, args.num_instances)
         if issubclass(LOSSES[args.loss], PairLoss):

@@ -1,6 +1,6 @@
 """Embed new images with a trained run's own model.
 
-    python3 -m utils.embed RUN_DIR IMAGE_DIR --out OUT.npy [--params FILE] [--skip_bad_images]
+    python3 -m tools.embed RUN_DIR IMAGE_DIR --out OUT.npy [--params FILE] [--skip_bad_images]
 
 Every image under IMAGE_DIR (recursively, symbolic links followed, hidden files skipped) goes through
 the run's test transform (resize to --image_size, ImageNet normalisation) and model.  Images are
@@ -14,12 +14,12 @@ import sys
 
 import numpy as np
 
-from .errors import UserError, run_command
-from .run import load_model, run_parser
+from tools.run import load_model, run_parser
+from utils.errors import UserError, run_command
 
 
 def build_parser():
-    p = run_parser('python3 -m utils.embed', __doc__,
+    p = run_parser('python3 -m tools.embed', __doc__,
                    [('image_dir', 'folder of images, searched recursively')])
     p.add_argument('--out', required=True, help='embeddings .npy to write; the paths go to .txt beside it')
     p.add_argument('--batch_size', type=int, default=64, help='images per forward pass')
@@ -81,7 +81,7 @@ def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=Fals
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
-    from .devices import parse_contexts
+    from runner.devices import parse_contexts
     if args.batch_size < 1:
         raise UserError('--batch_size must be positive, got %d' % args.batch_size)
     if not args.out.endswith('.npy'):

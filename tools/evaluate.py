@@ -1,13 +1,13 @@
 """Evaluate saved embeddings from the command line.
 
 Self-retrieval (every item queries all others) plus clustering:
-    python3 -m utils.evaluate --embeddings E.npy --labels L.npy --recallk 1,10,100,1000 \\
+    python3 -m tools.evaluate --embeddings E.npy --labels L.npy --recallk 1,10,100,1000 \\
         --metrics recall,map_at_r,r_precision,nmi,f1 --json OUT.json
 Queries against a separate gallery (In-Shop):
-    python3 -m utils.evaluate --query-embeddings QE.npy --query-labels QL.npy \\
+    python3 -m tools.evaluate --query-embeddings QE.npy --query-labels QL.npy \\
         --gallery-embeddings GE.npy --gallery-labels GL.npy --recallk 1,10,20,30,40,50
 
-With ``--qe K`` and/or ``--dba K`` (utils.query_expansion) the retrieval metrics are computed again
+With ``--qe K`` and/or ``--dba K`` (metrics.query_expansion) the retrieval metrics are computed again
 on the expanded embeddings and printed under their own names, e.g. ``R@1_qe_dba``.
 
 Prints one metric per line (percent) and optionally writes the raw fractions as JSON.  Bad input
@@ -20,9 +20,9 @@ import sys
 
 import numpy as np
 
-from .errors import OneLineParser, UserError, run_command
-from .evaluation import METRICS, evaluate, evaluate_query_gallery
-from .query_expansion import evaluate_expanded
+from metrics.evaluation import METRICS, evaluate, evaluate_query_gallery
+from metrics.query_expansion import evaluate_expanded
+from utils.errors import OneLineParser, UserError, run_command
 
 
 def _parse_recallk(text):
@@ -71,7 +71,7 @@ def _same_rows(emb, emb_flag, labels, labels_flag):
 
 
 def build_parser():
-    parser = OneLineParser(prog='python3 -m utils.evaluate', description=__doc__,
+    parser = OneLineParser(prog='python3 -m tools.evaluate', description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--embeddings', help='(n, d) .npy embeddings for self-retrieval')
     parser.add_argument('--labels', help='(n,) .npy integer labels')

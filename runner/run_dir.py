@@ -11,7 +11,7 @@ import fcntl
 import glob
 import os
 
-from .errors import UserError
+from utils.errors import UserError
 
 LOCK = '.lock'
 

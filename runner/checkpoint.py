@@ -30,7 +30,7 @@ import shutil
 import mxnet as mx
 import numpy as np
 
-from .errors import UserError, first_line
+from utils.errors import UserError, first_line
 
 FORMAT = 2
 _NAME = re.compile(r'^epoch_(\d{5,})(?:_iter_(\d{5,}))?$')

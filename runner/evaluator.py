@@ -1,4 +1,4 @@
-"""The evaluator of a training run: embed a split with the network, then score it (utils/evaluation.py).
+"""The evaluator of a training run: embed a split with the network, then score it (metrics/evaluation.py).
 
 The release splits its runner into a trainer and an evaluator; this is the evaluator. A split is
 'test' (In-Shop: its queries searched in its gallery) or 'val' (held-out training classes).
@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from utils.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+from metrics.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
 
 
 def extract_embeddings(net, loader, ctx):
@@ -29,7 +29,7 @@ def evaluate_net(net, loaders, ctx, args, split='test'):
     args: the run's flags (eval_metrics, recallk, seed). embeddings: {name: (embeddings (n, d),
     labels (n,))} of the sets evaluated. Clustering metrics do not apply to a query/gallery split.
     """
-    from utils.query_expansion import evaluate_expanded
+    from metrics.query_expansion import evaluate_expanded
     on = ctx[0] if ctx[0].device_type == 'gpu' else None
     expand = dict(qe=args.eval_qe, dba=args.eval_dba, metrics=args.eval_metrics, recallk=args.recallk, ctx=on)
     if split == 'test' and loaders.gallery is not None:
@@ -48,7 +48,7 @@ def evaluate_net(net, loaders, ctx, args, split='test'):
 
 
 def save_embeddings(embeddings, folder):
-    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m utils.evaluate``."""
+    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m tools.evaluate``."""
     os.makedirs(folder, exist_ok=True)
     for name, (emb, labels) in embeddings.items():
         for suffix, array in (('embeddings', emb), ('labels', labels)):

@@ -1,11 +1,11 @@
-"""Retrieval and clustering metrics for deep metric learning (docs/evaluation.md).
+"""Retrieval metrics: Recall@K, MAP@R and R-precision, exact and blocked (docs/evaluation.md).
 
-Retrieval metrics (Recall@K, MAP@R, R-precision) are exact and blocked: queries are processed in
-blocks of rows against the whole gallery, so memory grows with ``block_size * n``, never ``n * n``.
-Per block the numpy path does one GEMM and one pass of minima over groups of columns; per-row
-thresholds derived from those minima pick the few groups that can hold the items each metric
-needs (see _stats_numpy).  So the whole evaluation costs little more than the GEMM X.X^T
-(BENCHMARKS.md).  With an MXNet context the GEMM, counts and top-k run with mx.nd on that device.
+Queries are processed in blocks of rows against the whole gallery, so memory grows with
+``block_size * n``, never ``n * n``.  Per block the numpy path does one GEMM and one pass of
+minima over groups of columns; per-row thresholds derived from those minima pick the few groups
+that can hold the items each metric needs (see _stats_numpy).  So the whole evaluation costs
+little more than the GEMM X.X^T (BENCHMARKS.md).  With an MXNet context the GEMM, counts and
+top-k run with mx.nd on that device (mxnet is imported only then).
 
 Distances are squared Euclidean.  Per query row the code ranks by ``|x|^2 - 2 q.x``, which differs
 from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order (up to float32
@@ -21,65 +21,16 @@ below the number of other-label items, MAP@R, R-precision).  Real embeddings rar
 than TIE_WARN_FRACTION of the queries have an other-label item tied at the score that decides their
 metric (the nearest same-label item for Recall@K, the R-th neighbour for MAP@R), a one-line warning
 goes to stderr.
-
-Queries without any other same-label item (classes of size 1) never score for Recall@K and count in
-its denominator, as in the official code; MAP@R and R-precision are undefined for them (R = 0), so
-they are left out of those means.  K larger than the number of neighbours means "all neighbours".
 """
 import sys
 
 import numpy as np
 
-# retrieval metrics (also for queries against a separate gallery), then clustering metrics
-RETRIEVAL_METRICS = ('recall', 'map_at_r', 'r_precision')
-METRICS = RETRIEVAL_METRICS + ('nmi', 'f1')
-
 # warn when more than this fraction of the queries is decided by a tie (see the module docstring)
 TIE_WARN_FRACTION = 0.01
 
 
-def format_metrics(metrics):
-    """'R@1 0.7160  NMI 0.6300' of a metrics dict, in its order."""
-    return '  '.join('%s %.4f' % kv for kv in metrics.items())
-
-
-def _as_array(x, name, ndim, dtype):
-    """Convert a numpy array or mx.nd.NDArray to a numpy array of ``ndim`` dimensions."""
-    if hasattr(x, 'asnumpy'):
-        x = x.asnumpy()
-    x = np.asarray(x)
-    if x.ndim != ndim:
-        raise ValueError('%s must have %d dimensions, got shape %s' % (name, ndim, x.shape))
-    return np.ascontiguousarray(x, dtype=dtype)
-
-
-def _check_metrics(metrics, allowed):
-    metrics = tuple(metrics)
-    unknown = [m for m in metrics if m not in allowed]
-    if unknown:
-        raise ValueError('unknown metric(s) %s; choose from %s' % (unknown, ', '.join(allowed)))
-    return metrics
-
-
-def _check_pair(emb, labels, name):
-    """Embeddings (n, d) and labels (n,) must match, be non-empty and finite."""
-    if emb.shape[0] != labels.shape[0]:
-        raise ValueError('%s have %d rows but their labels have %d entries'
-                         % (name, emb.shape[0], labels.shape[0]))
-    if emb.shape[0] == 0:
-        raise ValueError('%s are empty' % name)
-    if not np.isfinite(emb).all():
-        raise ValueError('%s contain NaN or inf' % name)
-
-
-def _check_recallk(recallk):
-    recallk = tuple(int(k) for k in recallk)
-    if any(k < 1 for k in recallk):
-        raise ValueError('recallk must be positive integers, got %s' % (recallk,))
-    return recallk
-
-
-class _Gallery(object):
+class Gallery(object):
     """The items searched, sorted by label so that each class is one contiguous column range.
 
     Attributes (n = number of gallery items, d = embedding size):
@@ -348,8 +299,8 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
     return ap, rp, (n_tie_pos > 0) & (n_tie_neg > 0)
 
 
-def _retrieval(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None, self_q=None):
-    """Recall@K / MAP@R / R-precision of queries against a prepared _Gallery.
+def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None, self_q=None):
+    """Recall@K / MAP@R / R-precision of queries against a prepared Gallery.
 
     q: (m, d) queries and q_labels: (m,), or None for self-retrieval: every gallery item queries
     all others (its own column excluded).  self_q: (n, d) in the gallery's original row order,
@@ -433,101 +384,3 @@ def _warn_ties(n_tied, m):
               'count against them (are the embeddings collapsed?)' % (n_tied, m, 100.0 * n_tied / m),
               file=sys.stderr)
 
-
-# Above this many clusters k-means++ seeding is skipped: sklearn seeds one centre at a time with
-# a small GEMM against all n points, which took over 14 minutes at SOP scale (11,316 clusters) on
-# 2 cores, against about 17 s for random seeding plus Lloyd (BENCHMARKS.md).
-_KMEANS_PP_MAX_CLUSTERS = 1000
-
-
-def kmeans_assign(emb, n_clusters, seed=0):
-    """Cluster (n, d) embeddings into n_clusters with sklearn's Lloyd k-means; returns (n,) ids.
-
-    One initialisation (n_init=1) keeps CARS/CUB-scale clustering near one second.  Up to
-    _KMEANS_PP_MAX_CLUSTERS clusters: k-means++ seeding, up to 300 iterations (sklearn's defaults).
-    Beyond (SOP): random seeding and at most 10 Lloyd iterations of about 8 s each at SOP scale;
-    MiniBatchKMeans was both slower and far worse there.
-    """
-    from sklearn.cluster import KMeans
-    if n_clusters <= _KMEANS_PP_MAX_CLUSTERS:
-        km = KMeans(n_clusters=n_clusters, init='k-means++', n_init=1, random_state=seed)
-    else:
-        km = KMeans(n_clusters=n_clusters, init='random', n_init=1, max_iter=10,
-                    random_state=seed)
-    return km.fit_predict(emb)
-
-
-def pairwise_f1(labels, clusters):
-    """Pairwise F-measure of a clustering; labels, clusters: (n,) ints.
-
-    A pair is predicted positive when both items share a cluster, truly positive when they share a
-    class.  Counted from the sparse contingency table: O(n) instead of O(n^2) pairs.
-    """
-    from sklearn.metrics.cluster import contingency_matrix
-    cont = contingency_matrix(labels, clusters, sparse=True)
-
-    def pairs(c):
-        c = np.asarray(c, dtype=np.float64)
-        return float((c * (c - 1) / 2).sum())
-
-    tp = pairs(cont.data)
-    pred_pos = pairs(np.asarray(cont.sum(axis=0)).ravel())
-    true_pos = pairs(np.asarray(cont.sum(axis=1)).ravel())
-    precision = tp / pred_pos if pred_pos else 0.0
-    recall = tp / true_pos if true_pos else 0.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-
-def evaluate(embeddings, labels, metrics=('recall', 'nmi'), recallk=(1, 2, 4, 8), ctx=None,
-             seed=0, block_size=None, queries=None):
-    """Evaluate embeddings by self-retrieval (each item queries all others) and by clustering.
-
-    embeddings: (n, d) float numpy array or mx.nd.NDArray; labels: (n,) ints.
-    metrics: subset of METRICS; recallk: positive ints; ctx: None for numpy on the CPU, or an
-    MXNet context for the block GEMM and reductions; seed: k-means seed; block_size: query rows
-    per block (default: about 64 MB of float32 scores per block); queries: optional (n, d), row i
-    queries all embeddings but row i (retrieval metrics only; utils.query_expansion).
-    Returns a dict of floats in [0, 1] with keys 'R@k' per k ('recall'), 'MAP@R', 'RP', 'NMI', 'F1'.
-    """
-    metrics = _check_metrics(metrics, METRICS)
-    recallk = _check_recallk(recallk)
-    emb = _as_array(embeddings, 'embeddings', 2, np.float32)
-    labels = _as_array(labels, 'labels', 1, np.int64)
-    _check_pair(emb, labels, 'embeddings')
-    out = {}
-    retrieval = [m for m in metrics if m in RETRIEVAL_METRICS]
-    if retrieval:
-        self_q = None if queries is None else _as_array(queries, 'queries', 2, np.float32)
-        out.update(_retrieval(_Gallery(emb, labels), recallk, retrieval, ctx, block_size,
-                              self_q=self_q))
-    if 'nmi' in metrics or 'f1' in metrics:
-        from sklearn.metrics import normalized_mutual_info_score
-        clusters = kmeans_assign(emb, len(np.unique(labels)), seed)
-        if 'nmi' in metrics:
-            out['NMI'] = float(normalized_mutual_info_score(labels, clusters))
-        if 'f1' in metrics:
-            out['F1'] = float(pairwise_f1(labels, clusters))
-    return out
-
-
-def evaluate_query_gallery(query_emb, query_labels, gallery_emb, gallery_labels,
-                           recallk=(1, 10, 20, 30, 40, 50), metrics=('recall',), ctx=None,
-                           block_size=None):
-    """Retrieval of queries against a separate gallery (In-Shop); no item is excluded.
-
-    query_emb: (m, d), query_labels: (m,), gallery_emb: (n, d), gallery_labels: (n,).
-    metrics: subset of RETRIEVAL_METRICS; R = number of gallery items of the
-    query's label.  Returns a dict of floats like evaluate().
-    """
-    metrics = _check_metrics(metrics, RETRIEVAL_METRICS)
-    recallk = _check_recallk(recallk)
-    q = _as_array(query_emb, 'query embeddings', 2, np.float32)
-    ql = _as_array(query_labels, 'query labels', 1, np.int64)
-    g = _as_array(gallery_emb, 'gallery embeddings', 2, np.float32)
-    gl = _as_array(gallery_labels, 'gallery labels', 1, np.int64)
-    _check_pair(q, ql, 'query embeddings')
-    _check_pair(g, gl, 'gallery embeddings')
-    if q.shape[1] != g.shape[1]:
-        raise ValueError('query embeddings are %d-d but gallery embeddings are %d-d'
-                         % (q.shape[1], g.shape[1]))
-    return _retrieval(_Gallery(g, gl), recallk, metrics, ctx, block_size, q, ql)

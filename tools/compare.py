@@ -1,6 +1,6 @@
 """Compare training runs with the papers: best and final metrics, the published value, curves.
 
-    python3 -m utils.compare RUN_DIR [RUN_DIR ...] [--paper DATASET/METHOD] [--metric R@1]
+    python3 -m tools.compare RUN_DIR [RUN_DIR ...] [--paper DATASET/METHOD] [--metric R@1]
                              [--tolerance PTS] [--plot OUT.png] [--paper-csv FILE]
 
 RUN_DIR is a main.py --save_dir. For every metric the run evaluated (the ``metric_epoch/...`` scalars)
@@ -33,10 +33,10 @@ from collections import namedtuple
 
 import numpy as np
 
+from runner.summary import metric_tag
+from tools.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
 from utils.errors import OneLineParser, UserError, run_command
 from utils.events import read_scalars
-from utils.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
-from utils.summary import metric_tag
 
 EPOCH_PREFIX = 'metric_epoch/'
 VAL_PREFIX = 'val_' + EPOCH_PREFIX
@@ -274,7 +274,7 @@ def versus(a_dirs, b_dirs, metric, select_by='R@1'):
 
 
 def build_parser():
-    p = OneLineParser(prog='python3 -m utils.compare', description=__doc__.split('\n\n')[0],
+    p = OneLineParser(prog='python3 -m tools.compare', description=__doc__.split('\n\n')[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('run_dirs', nargs='+', metavar='RUN_DIR', help='main.py --save_dir of a run')
     p.add_argument('--paper', default=None, metavar='DATASET/METHOD',

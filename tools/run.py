@@ -5,7 +5,7 @@ parser reads them (data-set defaults included) exactly as the run saw them.
 """
 import os
 
-from .errors import OneLineParser, UserError, first_line
+from utils.errors import OneLineParser, UserError, first_line
 
 
 def run_args(run_dir):
@@ -13,7 +13,7 @@ def run_args(run_dir):
     path = os.path.join(run_dir, 'args.txt')
     if not os.path.isfile(path):
         raise UserError('%s is not a run folder of main.py (no %s)' % (run_dir, path))
-    from .options import parse_args
+    from runner.options import parse_args
     return parse_args(['--config', path])
 
 

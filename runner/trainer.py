@@ -1,6 +1,6 @@
 """The trainer of a run: steps, epochs, evaluation and model selection, checkpoints and signals.
 
-The release splits its runner into a trainer and an evaluator (utils/evaluator.py); main.py
+The release splits its runner into a trainer and an evaluator (runner/evaluator.py); main.py
 builds the pieces and hands them to TrainingLoop.
 """
 import os
@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 
-from utils.checkpoint import random_state, save_parameters_atomic
+from metrics.evaluation import format_metrics as fmt
+from runner.checkpoint import random_state, save_parameters_atomic
+from runner.evaluator import evaluate_net, save_embeddings
+from runner.interrupt import Stopped
+from runner.options import selection_metric
+from runner.resume import flag_values
 from utils.errors import UserError
-from utils.evaluation import format_metrics as fmt
-from utils.evaluator import evaluate_net, save_embeddings
-from utils.interrupt import Stopped
-from utils.options import selection_metric
-from utils.resume import flag_values
 
 # TensorBoard tag of the share of mined negatives that come from a synthetic point
 SYNTHETIC_TAG = 'ee/synthetic_negative_fraction'
@@ -31,7 +31,7 @@ def build_trainer(args, net, loss_fn, kvstore):
     if args.optim == 'sgd':
         opts['momentum'] = args.momentum
     if args.optim == 'adamw':
-        import utils.adamw  # noqa: F401  registers the optimiser
+        import runner.adamw  # noqa: F401  registers the optimiser
     params = net.collect_params()
     params.update(loss_fn.collect_params())
     # The optimiser's states stay in this process (not in a kvstore), so that checkpoints hold them;
@@ -73,7 +73,7 @@ class TrainingLoop:
 
     progress: {'epoch', 'iteration', 'best', 'best_chosen'} where to start: a run resumed
     mid-epoch skips progress['iteration'] batches of its first epoch, redrawn from that epoch's
-    random state. stop: a utils.interrupt.StopFlag. Only the chief (rank 0) evaluates and logs.
+    random state. stop: a runner.interrupt.StopFlag. Only the chief (rank 0) evaluates and logs.
     """
 
     def __init__(self, args, net, loss_fn, trainer, loaders, ctx, checkpoints, progress, stop, chief):
@@ -94,7 +94,7 @@ class TrainingLoop:
 
     def run(self):
         from tqdm import tqdm
-        from utils.summary import Summary
+        from runner.summary import Summary
         args = self.args
         if 'recall' not in args.eval_metrics and not args.select_metric:
             print('choosing the best epoch on %s, the first of --eval_metrics (--select_metric to change)'
