@@ -1,13 +1,14 @@
 """What --resume continues from, and which of the run's flags a resumed run may change.
 
-A checkpoint records the flags of the run that wrote it (state.json, ``args``). On resume:
-  - flags that define the model, the loss or the data (backbone, embed_dim, loss and its
-    parameters, n_inner_pts, optim, data set, batch layout, seed, ...) must be the same: each
+A checkpoint records the flags of the run that wrote it (state.json, ``args``). On resume, by
+each flag's class in ON_RESUME:
+  - REFUSED flags define the model, the loss or the data (backbone, embed_dim, loss and its
+    parameters, n_inner_pts, optim, data set, batch layout, seed, ...) and must be the same: each
     difference is named, and the run stops;
-  - the flags in MAY_CHANGE (schedule length, learning rate and its schedule, weight decay,
-    evaluation, logging, checkpointing, workers, devices, data location) are applied, each change
-    said in one line; main.py writes them to args.txt;
-  - IGNORED flags say how to run, not what is trained.
+  - APPLIED flags (schedule length, learning rate and its schedule, weight decay, evaluation,
+    logging, checkpointing, workers, devices, data location) may change: each change is said in
+    one line; main.py writes them to args.txt;
+  - IGNORED flags say how this invocation starts, not what is trained.
 """
 import os
 
@@ -15,13 +16,41 @@ from metrics.evaluation import format_metrics
 from runner.checkpoint import Checkpointer, checkpoint_name, set_random_state
 from utils.errors import UserError
 
-MAY_CHANGE = frozenset((
-    'epochs', 'lr', 'lr_decay_factor', 'lr_decay_epochs', 'wd', 'momentum', 'base_lr_mult', 'proxy_lr_mult',
-    'eval_epoch_term', 'recallk', 'eval_metrics', 'select_metric', 'summary_step', 'save_embeddings',
-    'checkpoint_epochs', 'keep_checkpoints', 'num_workers', 'ctx', 'gpu_idx', 'kvstore', 'check_images',
-    'skip_bad_images', 'data_dir', 'pretrained_path', 'eval_qe', 'eval_dba', 'cache_images'))
-IGNORED = frozenset(('config', 'resume', 'debug', 'start_epoch', 'save_dir', 'overwrite', 'init_from',
-                     'alpha', 'beta', 'sigma'))
+# What a resumed run does with each of main.py's flags; every flag of ``main.py --help`` has its
+# class here (tests/test_resume_flags.py names any flag without one):
+REFUSED = 'refused'     # it changes the model, the loss or the data: the run stops, naming it
+APPLIED = 'applied'     # how long, how fast, what is evaluated and logged, where it runs: applied
+IGNORED = 'ignored'     # how this invocation starts (or unused): not compared
+ON_RESUME = {
+    # data: which images and how they are batched define what is trained; where they are and how
+    # they are read do not
+    'data_name': REFUSED, 'train_class_ratio': REFUSED, 'val_class_ratio': REFUSED, 'image_size': REFUSED,
+    'batch_size': REFUSED, 'num_instances': REFUSED,
+    'data_dir': APPLIED, 'check_images': APPLIED, 'skip_bad_images': APPLIED, 'cache_images': APPLIED,
+    'num_workers': APPLIED,
+    # model (the checkpoint holds the weights, so where the ImageNet ones came from no longer matters)
+    'backbone': REFUSED, 'embed_dim': REFUSED, 'pretrained': REFUSED, 'pooling': REFUSED, 'bn_freeze': REFUSED,
+    'pretrained_path': APPLIED, 'init_from': IGNORED,
+    # loss: every parameter of every loss; the multiplier of the proxies' learning rate is the optimiser's
+    'loss': REFUSED, 'n_inner_pts': REFUSED, 'ee_l2norm': REFUSED, 'margin': REFUSED, 'ee_negative_grad': REFUSED,
+    'soft_margin': REFUSED, 'lifted_margin': REFUSED, 'npair_l2_reg': REFUSED, 'ms_alpha': REFUSED,
+    'ms_beta': REFUSED, 'ms_base': REFUSED, 'ms_epsilon': REFUSED, 'pa_margin': REFUSED, 'pa_alpha': REFUSED,
+    'n_expansion': REFUSED, 'see_lambda': REFUSED, 'max_thresh': REFUSED, 'min_thresh': REFUSED,
+    'warmup_epochs': REFUSED, 'proxy_lr_mult': APPLIED,
+    # optimisation: the optimiser's kind and the seed are fixed; its schedule may change
+    'optim': REFUSED, 'seed': REFUSED,
+    'lr': APPLIED, 'wd': APPLIED, 'momentum': APPLIED, 'base_lr_mult': APPLIED, 'lr_decay_factor': APPLIED,
+    'lr_decay_epochs': APPLIED, 'epochs': APPLIED, 'start_epoch': IGNORED,
+    # evaluation and logging
+    'eval_epoch_term': APPLIED, 'recallk': APPLIED, 'eval_metrics': APPLIED, 'select_metric': APPLIED,
+    'eval_qe': APPLIED, 'eval_dba': APPLIED, 'summary_step': APPLIED, 'save_embeddings': APPLIED,
+    'save_dir': IGNORED, 'overwrite': IGNORED,
+    # checkpoints
+    'checkpoint_epochs': APPLIED, 'keep_checkpoints': APPLIED, 'resume': IGNORED,
+    # devices, and the official command line's unused flags
+    'ctx': APPLIED, 'gpu_idx': APPLIED, 'kvstore': APPLIED,
+    'config': IGNORED, 'debug': IGNORED, 'alpha': IGNORED, 'beta': IGNORED, 'sigma': IGNORED,
+}
 
 
 def flag_values(args):
@@ -34,16 +63,17 @@ def _show(value):
 
 
 def compare_flags(saved, current, checkpoint):
-    """Lines for the MAY_CHANGE flags that differ; UserError naming every other flag that differs.
+    """Lines for the APPLIED flags that differ; UserError naming every REFUSED flag that differs.
 
     saved, current: flag_values of the checkpoint's run and of this one. Flags only one side knows
     (another version of main.py) are not compared.
     """
     fixed, applied = [], []
-    for key in sorted((set(saved) & set(current)) - IGNORED):
-        if saved[key] != current[key]:
+    for key in sorted(set(saved) & set(current)):
+        kind = ON_RESUME.get(key, REFUSED)      # a flag without a class is refused: the safe side
+        if kind != IGNORED and saved[key] != current[key]:
             line = '--%s %s -> %s' % (key, _show(saved[key]), _show(current[key]))
-            (applied if key in MAY_CHANGE else fixed).append(line)
+            (applied if kind == APPLIED else fixed).append(line)
     if fixed:
         raise UserError('--resume %s: these flags change the model, the loss or the data, so it cannot continue '
                         'with them: %s (use the flags of its args.txt, or a new --save_dir)'

@@ -131,6 +131,36 @@ def test_no_tie_warning_for_distinct_embeddings(capsys):
     assert 'warning' not in capsys.readouterr().err
 
 
+def tied_queries(n_tied, n):
+    """n items (n even, 4 x n_tied <= n) of which exactly n_tied queries have their nearest same-label item
+    tied with an other-label item; groups sit 10 apart on their own axis, offsets along axis 0.
+
+    A tied group of 4: A at 0 and B at +2 (one class), D1 at -2 and D2 at -3 (another): A's nearest
+    same-label item B ties with D1 (both at 2); B, D1 (D2 at 1) and D2 are decided without a tie.
+    The rest are pairs at 0 and +2. Integer coordinates: the float32 distances are exact."""
+    groups = n_tied + (n - 4 * n_tied) // 2
+    emb, labels = [], []
+    for g in range(groups):
+        offsets = [(0, 0), (2, 0), (-2, 1), (-3, 1)] if g < n_tied else [(0, 0), (2, 0)]
+        for offset, cls in offsets:
+            x = np.zeros(groups + 1, dtype=np.float32)
+            x[0], x[g + 1] = offset, 10
+            emb.append(x)
+            labels.append(2 * g + cls)
+    return np.array(emb), np.array(labels)
+
+
+@pytest.mark.parametrize('n_tied,warned', [(11, True), (9, False)])
+def test_the_tie_warning_starts_just_above_one_percent(capsys, n_tied, warned):
+    """11 of 1000 queries decided by a tie (1.1%) warn, 9 (0.9%) do not."""
+    emb, labels = tied_queries(n_tied, 1000)
+    capsys.readouterr()
+    res = evaluate(emb, labels, metrics=('recall',), recallk=(1, 2))
+    assert res['R@1'] < 1 and res['R@2'] == 1.0       # the ties decide rank 1 only, whatever their convention
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert (len(err) == 1 and err[0].startswith('warning: ')) if warned else not err, err
+
+
 def test_ties_are_pessimistic():
     # 1-d points; the query at 0 has a same-label item and an other-label item both at distance 1.
     emb = np.array([[0.0], [1.0], [-1.0], [5.0]], dtype=np.float32)

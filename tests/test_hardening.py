@@ -101,16 +101,49 @@ def test_old_pickle_checkpoints_are_refused_unread(tmp_path, capsys):
     assert not os.path.exists(marker)
 
 
+def flip_a_byte(path):
+    """One byte of the file changed, its size kept: only the SHA-256 of the manifest tells."""
+    with open(path, 'r+b') as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def truncate(path):
+    with open(path, 'r+b') as f:        # as a full disk leaves it
+        f.truncate(100)
+
+
 @pytest.mark.slow
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path, capsys):
+@pytest.mark.parametrize('damage', [truncate, flip_a_byte])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(trained, tmp_path, capsys, damage):
     save_dir = copy_run(trained, str(tmp_path / 'run'))
     newest = os.path.join(save_dir, 'checkpoints', 'epoch_00002')
-    with open(os.path.join(newest, 'model.params'), 'r+b') as f:        # truncated, as a full disk leaves it
-        f.truncate(100)
+    damage(os.path.join(newest, 'model.params'))
     status, out, err = run(capsys, *SMALL, '--epochs', '3', '--save_dir', save_dir, '--resume')
     assert status == 0, err
     assert len([e for e in err if 'corrupt' in e]) == 1 and newest in err[0] and 'model.params' in err[0]
     assert 'resumed from %s' % os.path.join(save_dir, 'checkpoints', 'epoch_00001') in out
+
+
+def test_a_same_size_tampered_file_is_not_loaded(tmp_path):
+    """A changed byte, the size kept: --resume falls back to the checkpoint before, and names the file."""
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    trainer = mx.gluon.Trainer(net.collect_params(), 'adam')
+    checkpoints = Checkpointer(str(tmp_path))
+    for epoch in (1, 2):
+        checkpoints.save(epoch, net, trainer, HPHNTripletLoss(), {'best': {}, 'global_step': epoch})
+    older, newest = checkpoints.paths()
+    size = os.path.getsize(os.path.join(newest, 'model.params'))
+    flip_a_byte(os.path.join(newest, 'model.params'))
+    assert os.path.getsize(os.path.join(newest, 'model.params')) == size
+    warnings = []
+    assert checkpoints.newest_valid(warnings.append) == older
+    assert len(warnings) == 1 and newest in warnings[0] and 'model.params' in warnings[0]
+    with pytest.raises(UserError, match='corrupt'):        # --resume naming that folder
+        Checkpointer.read_state(newest)
 
 
 @pytest.mark.slow

@@ -262,3 +262,47 @@ def test_see_schedule_reaches_the_loss(tmp_path, monkeypatch):
     assert len(set(per_epoch)) == 4
     assert sorted(set(seen)) == sorted(per_epoch)
     assert seen == sorted(seen)                           # one value per epoch, rising
+
+
+def test_the_validation_classes_are_the_same_under_every_seed(tmp_path, monkeypatch):
+    """--init_from's two-stage recipe (README) holds out the same classes in both runs, whatever --seed."""
+    import runner.trainer
+    held_out = []
+
+    def record(loop):
+        held_out.append(sorted(set(loop.loaders.val.labels.tolist())))
+        loop.net(next(iter(loop.loaders.train))[0])        # shapes known: main.py saves the network
+        return {}
+    monkeypatch.setattr(runner.trainer.TrainingLoop, 'run', record)
+    for seed in ('0', '1', '2'):
+        assert main.main(['--val_class_ratio', '0.4', '--seed', seed, '--batch_size', '16', '--num_instances', '8',
+                          '--num_workers', '0', '--save_dir', str(tmp_path / seed)]) == 0
+    assert len(held_out) == 3 and len(held_out[0]) == 2            # 2 of digits' 5 training classes
+    assert held_out[0] == held_out[1] == held_out[2]
+
+
+def test_each_parameter_gets_its_learning_rate_multiplier(tmp_path, monkeypatch):
+    """One SGD step (no momentum, no weight decay) of a main.py run: the step of every parameter over
+    its gradient is --lr x --base_lr_mult for the trunk, --lr for the embedding layer and
+    --lr x --proxy_lr_mult for Proxy-Anchor's proxies."""
+    import runner.trainer
+    seen = {}
+
+    def one_step(loop):
+        groups = {'trunk': loop.net.backbone.collect_params(), 'embedding': loop.net.embedding_layer.collect_params(),
+                  'proxies': loop.loss_fn.collect_params()}
+        images, labels = next(iter(loop.loaders.train))
+        runner.trainer.train_step(loop.net, loop.loss_fn, loop.trainer, images, labels, loop.ctx)  # shapes known
+        before = {g: {n: p.data().asnumpy() for n, p in ps.items() if p.grad_req != 'null'} for g, ps in groups.items()}
+        runner.trainer.train_step(loop.net, loop.loss_fn, loop.trainer, images, labels, loop.ctx)
+        for g, ps in groups.items():
+            step = np.concatenate([(before[g][n] - ps[n].data().asnumpy()).ravel() for n in before[g]])
+            grad = np.concatenate([ps[n].grad().asnumpy().ravel() for n in before[g]])
+            seen[g] = float(np.dot(step, grad) / np.dot(grad, grad))     # least squares: step = lr x grad
+        return {}
+    monkeypatch.setattr(runner.trainer.TrainingLoop, 'run', one_step)
+    assert main.main(['--loss', 'proxy_anchor', '--optim', 'sgd', '--momentum', '0', '--wd', '0', '--lr', '0.5',
+                      '--base_lr_mult', '0.25', '--proxy_lr_mult', '4', '--batch_size', '16', '--num_instances', '8',
+                      '--num_workers', '0', '--save_dir', str(tmp_path)]) == 0
+    assert seen == {'trunk': pytest.approx(0.125, rel=1e-3), 'embedding': pytest.approx(0.5, rel=1e-3),
+                    'proxies': pytest.approx(2.0, rel=1e-3)}
