@@ -11,23 +11,25 @@ Distances are squared Euclidean.  Per query row the code ranks by ``|x|^2 - 2 q.
 from ``|q - x|^2`` by the per-row constant ``|q|^2`` and so gives the same order (up to float32
 rounding, as any float32 evaluation).
 
-Ties never flatter: the official EE code ranks with ``argpartition``/``argsort``, which breaks
-ties arbitrarily, so a collapsed model (all embeddings equal) may score anything up to 1.  We use
-the pessimistic convention throughout: among items at exactly the same distance, other-label items
-come first.  So the rank of the nearest same-label item is
-``1 + #{other-label items at most as far as it}``, and MAP@R / R-precision look at the R nearest
-neighbours ordered by (distance, same-label last).  Identical embeddings score 0 (Recall@K for K
-below the number of other-label items, MAP@R, R-precision).  Real embeddings rarely tie; when more
-than TIE_WARN_FRACTION of the queries have an other-label item tied at the score that decides their
-metric (the nearest same-label item for Recall@K, the R-th neighbour for MAP@R), a one-line warning
-goes to stderr.
+Ties are scored fairly: the official EE code ranks with ``argpartition``/``argsort``, which
+breaks ties arbitrarily, so a collapsed model (all embeddings equal) may score anything up to 1.
+Every metric here is instead its exact expected value under a uniformly random order of the items
+at exactly equal distance, in closed form (docs/evaluation.md, section 6.9, derives the formulas:
+``_hit_probability`` for Recall@K, ``_map_and_rp`` for MAP@R and R-precision).  Identical
+embeddings score at chance (10 classes x 10: R@1 = 9/99), and ties within one class (DBA's
+copies of mutual neighbours) change nothing.  Untied embeddings score as under any tie rule.
+When more than TIE_WARN_FRACTION of the queries have an item of another class tied with one of
+their own where the order changes a metric, one line goes to stderr; it asks whether the
+embeddings collapsed only when more than COLLAPSE_WARN_FRACTION ("most") of the queries do.
 """
 import sys
 
 import numpy as np
 
-# warn when more than this fraction of the queries is decided by a tie (see the module docstring)
+# warn when more than this fraction of the queries has a tie that matters (docs/evaluation.md 6.9)
 TIE_WARN_FRACTION = 0.01
+# "most" queries: above this fraction the warning asks whether the embeddings collapsed
+COLLAPSE_WARN_FRACTION = 0.5
 
 
 class Gallery(object):
@@ -101,7 +103,7 @@ def _stats_plain(s, pos_vals, r, k_top):
     pos_min = pos_vals.min(axis=1)
     n_pos_tied = np.count_nonzero(pos_vals == pos_min[:, None], axis=1)
     n_tied = np.count_nonzero(s == pos_min[:, None], axis=1) - n_pos_tied
-    n_closer = np.count_nonzero(s < pos_min[:, None], axis=1) + n_tied
+    n_closer = np.count_nonzero(s < pos_min[:, None], axis=1)
     if not k_top:
         return n_closer, n_tied, None, None, None
     top_cols = np.argpartition(s, k_top - 1, axis=1)[:, :k_top]
@@ -116,12 +118,12 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     s: (B, n) scores, self already +inf; pos_vals: (B, P) scores of the other same-label items
     (+inf padding); r: (B,) R per row; k_top = max(r) or 0; k_recall = max K of Recall@K or 0.
     Returns n_closer, n_tied (B,), top_vals, top_cols (B, k_top), n_at_tau (B,) as in
-    _block_stats, except that n_closer may be any value >= k_recall (and n_tied 0) when the rank
-    is provably beyond every K.
+    _block_stats, except that n_closer may be any value >= k_recall (and n_tied 0) when the
+    nearest same-label item is provably beyond every K.
 
     Per row a threshold t selects candidates s <= t, read only from the groups (of g1 columns)
     whose minimum is <= t, so that after the GEMM only the group minimum reads all of s:
-      Recall: t >= nearest same-label score; n_closer (ties included) is then counted among the
+      Recall: t >= nearest same-label score; n_closer and n_tied are then counted among the
         candidates.
         Rows with at least k_recall group minima (groups of g1) strictly below that score have
         at least k_recall closer other-label items: they miss every K and need no candidates.
@@ -157,12 +159,12 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
     if parts is None:
         return _stats_plain(s, pos_vals, r, k_top)
     if k_recall:
-        at_most = sum(np.bincount(rows_, np.count_nonzero(v <= pos_min[rows_, None], axis=1), b)
-                      for rows_, _, v in parts)
+        closer = sum(np.bincount(rows_, np.count_nonzero(v < pos_min[rows_, None], axis=1), b)
+                     for rows_, _, v in parts)
         tied = sum(np.bincount(rows_, np.count_nonzero(v == pos_min[rows_, None], axis=1), b)
                    for rows_, _, v in parts)
         n_tied[exact] = (tied - n_pos_tied)[exact]
-        n_closer[exact] = (at_most - n_pos_tied)[exact]     # the other-label items tied count as closer
+        n_closer[exact] = closer[exact]
     if not k_top:
         return n_closer, n_tied, None, None, None
     return (n_closer, n_tied) + _top_from_candidates(parts, tau, r, k_top, b)
@@ -222,10 +224,11 @@ def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ct
 
     Returns numpy arrays:
       pos_vals: (B, P) scores of the query's class members, +inf for padding and for self;
-      n_closer: (B,) number of other-label items (self excluded) at most as far as the nearest
-                same-label item, i.e. its pessimistic rank - 1 (numpy path: any value >= k_recall
+      n_closer: (B,) number of items (self excluded) strictly closer than the nearest same-label
+                item, all of other labels: ``a`` of docs/evaluation.md 6.9 (numpy path: any
+                value >= k_recall once beyond every K);
+      n_tied: (B,) number of other-label items at exactly its distance: ``t`` (numpy path: 0
                 once beyond every K);
-      n_tied: (B,) how many of them tie with it exactly;
       top_vals, top_cols: (B, k_top) scores and columns of k_top nearest items (self excluded), in
                 no particular order, +inf padded; ties at the boundary are cut arbitrarily;
       n_at_tau: (B,) number of items (self excluded) whose score equals the R-th smallest, r[i]
@@ -255,7 +258,7 @@ def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ct
     pos_min = pos_vals.min(axis=1, keepdims=True)
     n_pos_tied = mx.nd.sum(mx.nd.broadcast_equal(pos_vals, pos_min), axis=1)
     n_tied = mx.nd.sum(mx.nd.broadcast_equal(s, pos_min), axis=1) - n_pos_tied
-    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_min), axis=1) + n_tied
+    n_closer = mx.nd.sum(mx.nd.broadcast_lesser(s, pos_min), axis=1)
     top_vals = top_cols = n_at_tau = None
     if k_top:
         top_vals, top_cols = mx.nd.topk(s, axis=1, k=k_top, ret_typ='both', is_ascend=True,
@@ -267,36 +270,68 @@ def _block_stats(qa, xa, self_cols, pos_start, pos_count, r, k_top, k_recall, ct
             top_vals, top_cols, n_at_tau)
 
 
+def _hit_probability(a, t, g, ks):
+    """Expected Recall@K per query: the chance that a same-label item is among the K nearest when
+    the items tied at the nearest same-label distance come in a uniformly random order.
+
+    a, t, g: (m,) ints, per query: other-label items strictly closer than its nearest same-label
+    item, other-label and same-label items at exactly that distance (g >= 1 where R >= 1);
+    ks: the K values.  Returns (m, len(ks)) float64.
+
+    docs/evaluation.md, section 6.9: with f = K - a free places, clipped to [0, t + 1], the query
+    misses when all f go to other-label items, with probability prod_{i < f} (t - i) / (t + g - i)
+    (the factor at i = t is 0: beyond t free places the hit is certain).
+    """
+    free = np.clip(np.asarray(ks, dtype=np.int64)[None, :] - a[:, None], 0, (t + 1)[:, None])
+    miss = np.ones(free.shape)
+    # One step per free place, over the rows with a place left: untied rows need at most one.
+    for i in range(int(free.max(initial=0))):
+        rows = np.flatnonzero((free > i).any(axis=1))
+        step = (t[rows] - i) / np.maximum(t[rows] + g[rows] - i, 1)
+        miss[rows] = np.where(free[rows] > i, miss[rows] * step[:, None], miss[rows])
+    return 1.0 - miss
+
+
 def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
-    """MAP@R and R-precision per row from the k nearest neighbours, with pessimistic ties.
+    """Expected MAP@R and R-precision per row under a random order of tied items.
 
     pos_vals: (B, P) scores of the other same-label items (+inf padding);
-    top_vals, top_rel: (B, K) scores and same-label flags of the K >= max(r) nearest neighbours;
+    top_vals, top_rel: (B, k) scores and same-label flags of the k >= max(r) nearest neighbours;
     r: (B,) R per row, >= 1; n_at_tau: (B,) number of items at the R-th smallest score.
-    Returns (B,) MAP@R, (B,) R-precision, (B,) whether the tie at the R-th score mixes labels.
+    Returns (B,) MAP@R, (B,) R-precision, (B,) whether a tie among the R nearest mixes labels.
 
-    The K nearest are exact as a multiset of scores, but members of a tie at the R-th score may
-    be cut arbitrarily.  So with tau = R-th smallest score: the items strictly closer than tau
-    are all in the list (sorted by score, other-label first on ties); the remaining slots up to R
-    are filled from the tie at tau, other-label items first (n_at_tau minus the same-label ones,
-    whose count comes from pos_vals), then same-label items.
+    docs/evaluation.md, section 6.9: the item at rank j + 1 lies in a tie group of m items, g of
+    them same-label, which starts after p items of which H are same-label; it is same-label with
+    probability g / m, and its expected rel * hits is (g / m) (H + 1 + (j - p) (g - 1) / (m - 1)).
+    Groups closer than tau (the R-th smallest score) are whole in the list; the group at tau may
+    be cut arbitrarily at the list's end, so its m is n_at_tau and its g comes from pos_vals.
     """
-    k = top_vals.shape[1]
-    order = np.lexsort((top_rel, top_vals), axis=1)
+    b, k = top_vals.shape
+    order = np.argsort(top_vals, axis=1, kind='stable')
     sv = np.take_along_axis(top_vals, order, axis=1)
     srel = np.take_along_axis(top_rel, order, axis=1)
-    rows = np.arange(len(r))
-    tau = sv[rows, r - 1]
     j = np.arange(k)[None, :]
-    n_below = np.count_nonzero(sv < tau[:, None], axis=1)
-    n_tie_pos = np.count_nonzero(pos_vals == tau[:, None], axis=1)
-    n_tie_neg = n_at_tau - n_tie_pos
-    rel = np.where(j < n_below[:, None], srel, j >= (n_below + n_tie_neg)[:, None])
-    rel &= j < r[:, None]
-    hits = np.cumsum(rel, axis=1)
-    ap = (hits / (j + 1.0) * rel).sum(axis=1) / r
-    rp = hits[:, -1] / r
-    return ap, rp, (n_tie_pos > 0) & (n_tie_neg > 0)
+    tau = sv[np.arange(b), r - 1]
+    new = np.ones((b, k), dtype=bool)
+    new[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    last = np.ones((b, k), dtype=bool)
+    last[:, :-1] = new[:, 1:]
+    start = np.maximum.accumulate(np.where(new, j, 0), axis=1)
+    end = np.minimum.accumulate(np.where(last, j, k)[:, ::-1], axis=1)[:, ::-1]
+    hits = np.zeros((b, k + 1), dtype=np.int64)
+    np.cumsum(srel, axis=1, out=hits[:, 1:])
+    h = np.take_along_axis(hits, start, axis=1)
+    g = np.take_along_axis(hits, end + 1, axis=1) - h
+    m = end + 1 - start
+    at_tau = sv == tau[:, None]
+    g = np.where(at_tau, np.count_nonzero(pos_vals == tau[:, None], axis=1)[:, None], g)
+    m = np.where(at_tau, n_at_tau[:, None], m)
+    inside = j < r[:, None]
+    p_rel = g / m
+    share = (g - 1) / np.maximum(m - 1, 1)      # m = 1: multiplied by j - start = 0
+    ap = np.where(inside, p_rel * (h + 1 + (j - start) * share) / (j + 1), 0.0).sum(axis=1) / r
+    rp = np.where(inside, p_rel, 0.0).sum(axis=1) / r
+    return ap, rp, (inside & (g > 0) & (g < m)).any(axis=1)
 
 
 def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None, self_q=None):
@@ -330,8 +365,9 @@ def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labe
     k_recall = max(recallk) if 'recall' in metrics else 0
     # One score buffer for all blocks: a fresh (B, n) array per block would pay page faults.
     buf = np.empty((min(block_size, m), n), dtype=np.float32) if ctx is None else None
-    first_rank = np.empty(m, dtype=np.int64)
-    decided_by_tie = np.zeros(m, dtype=bool)
+    # a, t, g of _hit_probability per query
+    closer, tied, pos_tied = (np.zeros(m, dtype=np.int64) for _ in range(3))
+    map_tie = np.zeros(m, dtype=bool)
     ap_sum = rp_sum = 0.0
     for lo in range(0, m, block_size):
         hi = min(lo + block_size, m)
@@ -346,41 +382,45 @@ def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labe
             qa[:, -1] = 1.0
         else:
             qa = _augment_queries(q[lo:hi])
-        pos_vals, n_closer, n_tied, top_vals, top_cols, n_at_tau = _block_stats(
+        pos_vals, closer[lo:hi], tied[lo:hi], top_vals, top_cols, n_at_tau = _block_stats(
             qa, xa, np.arange(lo, hi) if self_retrieval else None,
             pos_start[lo:hi], pos_count[lo:hi], r, k_top, k_recall, ctx, buf)
-        first_rank[lo:hi] = np.where(r > 0, n_closer + 1, np.iinfo(np.int64).max)
-        if k_recall:
-            decided_by_tie[lo:hi] = (r > 0) & (n_tied > 0)
+        pos_tied[lo:hi] = np.count_nonzero(pos_vals == pos_vals.min(axis=1)[:, None], axis=1)
         if k_top:
             has = r > 0
             top_rel = gallery.labels[top_cols[has]] == q_labels[lo:hi][has][:, None]
             ap, rp, mixed = _map_and_rp(pos_vals[has], top_vals[has], top_rel, r[has], n_at_tau[has])
             ap_sum += ap.sum()
             rp_sum += rp.sum()
-            decided_by_tie[lo:hi][has] |= mixed
-    _warn_ties(int(np.count_nonzero(decided_by_tie)), m)
-    return _means(first_rank, ap_sum, rp_sum, r_all, recallk, metrics)
-
-
-def _means(first_rank, ap_sum, rp_sum, r_all, recallk, metrics):
-    """The metrics dict from the ranks of the nearest same-label items (m,) and the MAP@R and
-    R-precision sums over the queries with R = r_all > 0."""
+            map_tie[lo:hi][has] = mixed
     out = {}
-    if 'recall' in metrics:
-        for k in recallk:
-            out['R@%d' % k] = float(np.mean(first_rank <= k)) if len(first_rank) else 0.0
+    recall_tie = np.zeros(m, dtype=bool)
+    if k_recall:
+        valid = r_all > 0
+        ks = np.asarray(recallk)
+        hit = np.zeros((m, len(ks)))
+        hit[valid] = _hit_probability(closer[valid], tied[valid], pos_tied[valid], ks)
+        # The order of the tie matters for Recall@K when K falls inside it (a < K <= a + t).
+        recall_tie = valid & ((closer[:, None] < ks) & (ks <= (closer + tied)[:, None])).any(axis=1)
+        for i, k in enumerate(recallk):
+            out['R@%d' % k] = float(hit[:, i].sum() / m)
+    _warn_ties(int(np.count_nonzero(recall_tie | map_tie)), m)
     n_valid = int(np.count_nonzero(r_all > 0))
     if 'map_at_r' in metrics:
-        out['MAP@R'] = ap_sum / n_valid if n_valid else 0.0
+        out['MAP@R'] = float(ap_sum / n_valid) if n_valid else 0.0
     if 'r_precision' in metrics:
-        out['RP'] = rp_sum / n_valid if n_valid else 0.0
-    return {key: float(v) for key, v in out.items()}
+        out['RP'] = float(rp_sum / n_valid) if n_valid else 0.0
+    return out
 
 
 def _warn_ties(n_tied, m):
+    """One stderr line when more than TIE_WARN_FRACTION of the m queries have a tie that matters;
+    it suggests a collapse only when more than COLLAPSE_WARN_FRACTION ("most") of them do."""
     if m and n_tied > TIE_WARN_FRACTION * m:
-        print('warning: %d of %d queries (%.1f%%) are decided by a tie with an item of another class; ties '
-              'count against them (are the embeddings collapsed?)' % (n_tied, m, 100.0 * n_tied / m),
+        print('warning: %d of %d queries (%.1f%%) have an item of another class at exactly the distance '
+              'of an item of their own where the order decides a metric; such ties are scored as the '
+              'average over every order%s' % (
+                  n_tied, m, 100.0 * n_tied / m,
+                  ' (most queries: are the embeddings collapsed?)' if n_tied > COLLAPSE_WARN_FRACTION * m
+                  else ''),
               file=sys.stderr)
-

@@ -1,8 +1,12 @@
 """metrics.evaluation and the tools.evaluate CLI against brute-force references."""
+import functools
+import itertools
 import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
+from math import comb
 
 import mxnet as mx
 import numpy as np
@@ -17,27 +21,121 @@ RETRIEVAL = ('recall', 'map_at_r', 'r_precision')
 KS = (1, 2, 4, 8, 1000)
 
 
+def _distances(q, g):
+    return ((q.astype(np.float64)[:, None, :] - g.astype(np.float64)[None, :, :]) ** 2).sum(-1)
+
+
+def _database(d, ql, gl, i, self_retrieval):
+    """Query i's distances (float64) and same-label flags over its database (self excluded)."""
+    keep = np.arange(len(gl)) != (i if self_retrieval else -1)
+    return d[i, keep], gl[keep] == ql[i]
+
+
+@functools.lru_cache(maxsize=None)
+def _orders(m, g):
+    """Every distinct arrangement of g same-label and m - g other-label items in a tie group of m,
+    as a (C(m, g), m) 0/1 array.  Each stands for g! (m - g)! of the m! orders, so a uniform
+    average over the rows is the average over every order of the group."""
+    assert comb(m, g) <= 200000, (m, g)
+    rel = np.zeros((comb(m, g), m), dtype=np.int64)
+    for row, places in enumerate(itertools.combinations(range(m), g)):
+        rel[row, list(places)] = 1
+    return rel
+
+
 def brute_force(q, ql, g, gl, ks, self_retrieval):
-    """Full float64 distance matrix, one full sort per query, pessimistic ties (other label first)."""
-    d = ((q.astype(np.float64)[:, None, :] - g.astype(np.float64)[None, :, :]) ** 2).sum(-1)
-    hits = {k: 0 for k in ks}
+    """The metrics averaged over every order of each tie group, from a float64 distance matrix.
+
+    Per query the database is sorted by distance and cut into groups of equal distance.  Every
+    arrangement of each group that can affect a metric is enumerated (_orders): the group of the
+    nearest same-label item when it starts before the largest K (Recall@K), and every group with
+    a place among the R nearest (MAP@R, R-precision), whose hits before it are the same in every
+    order.  By linearity the expectation of MAP@R is the sum of these per-group averages."""
+    d = _distances(q, g)
+    hits = {k: 0.0 for k in ks}
     aps, rps = [], []
     for i in range(len(ql)):
-        keep = np.arange(len(gl)) != (i if self_retrieval else -1)
-        same = gl[keep] == ql[i]
-        rel = same[np.lexsort((same, d[i, keep]))]
-        r = int(rel.sum())
+        dist, same = _database(d, ql, gl, i, self_retrieval)
+        order = np.argsort(dist, kind='stable')
+        dist, same = dist[order], same[order].astype(np.int64)
+        r = int(same.sum())
         if r == 0:
             continue
-        rank = int(np.argmax(rel)) + 1
-        for k in ks:
-            hits[k] += rank <= k
-        top = rel[:r]
-        rps.append(top.mean())
-        aps.append((np.cumsum(top) / np.arange(1, r + 1) * top).sum() / r)
+        starts = np.flatnonzero(np.r_[True, dist[1:] != dist[:-1]])
+        sizes = np.diff(np.r_[starts, len(dist)])
+        groups = [(p, m, int(same[p:p + m].sum()), int(same[:p].sum())) for p, m in zip(starts, sizes)
+                  if p < max(max(ks), r)]
+        p, m, n_same, _ = next(grp for grp in groups + [(np.inf, 0, 1, 0)] if grp[2] > 0)
+        if p < max(ks):
+            first = p + 1 + np.argmax(_orders(m, n_same), axis=1)      # rank of the nearest hit
+            for k in ks:
+                hits[k] += np.mean(first <= k)
+        ap = rp = 0.0
+        for p, m, n_same, before in groups:
+            if p >= r:
+                break
+            rel = _orders(m, n_same)
+            place = np.arange(p + 1, p + m + 1)
+            inside = place <= r
+            ap += np.mean(((before + np.cumsum(rel, axis=1)) * rel / place)[:, inside].sum(axis=1))
+            rp += np.mean(rel[:, inside].sum(axis=1))
+        aps.append(ap / r)
+        rps.append(rp / r)
     out = {'R@%d' % k: hits[k] / len(ql) for k in ks}
     out['MAP@R'] = float(np.mean(aps))
     out['RP'] = float(np.mean(rps))
+    return out
+
+
+def _textbook(rel, ks):
+    """Recall@K hits (P, len(ks)), AP@R (P,) and R-precision (P,) of P fully ordered 0/1
+    relevance lists (P, n) of one query."""
+    r = int(rel[0].sum())
+    first = np.argmax(rel, axis=1) + 1
+    top = rel[:, :r]
+    return (first[:, None] <= np.asarray(ks)[None, :],
+            (np.cumsum(top, axis=1) / np.arange(1, r + 1) * top).sum(axis=1) / r, top.mean(axis=1))
+
+
+def every_order(q, ql, g, gl, ks, self_retrieval):
+    """The metrics averaged over all n! orders of the database (tiny cases only): each order,
+    sorted stably by float64 distance, is one way of breaking the ties, and each tie order
+    arises equally often."""
+    d = _distances(q, g)
+    hits = np.zeros(len(ks))
+    aps, rps = [], []
+    for i in range(len(ql)):
+        dist, same = _database(d, ql, gl, i, self_retrieval)
+        if not same.any():
+            continue
+        perms = np.array(list(itertools.permutations(range(len(dist)))))
+        ordered = np.take_along_axis(perms, np.argsort(dist[perms], axis=1, kind='stable'), axis=1)
+        found, ap, rp = _textbook(same[ordered].astype(np.int64), ks)
+        hits += found.mean(axis=0)
+        aps.append(ap.mean())
+        rps.append(rp.mean())
+    out = {'R@%d' % k: hits[j] / len(ql) for j, k in enumerate(ks)}
+    out.update({'MAP@R': float(np.mean(aps)), 'RP': float(np.mean(rps))})
+    return out
+
+
+def fixed_order(q, ql, g, gl, ks, self_retrieval, same_first):
+    """The metrics with one fixed tie rule: same-label items first (optimistic) or last
+    (pessimistic, this code's rule before ties were averaged)."""
+    d = _distances(q, g)
+    hits = np.zeros(len(ks))
+    aps, rps = [], []
+    for i in range(len(ql)):
+        dist, same = _database(d, ql, gl, i, self_retrieval)
+        if not same.any():
+            continue
+        rel = same[np.lexsort((~same if same_first else same, dist))].astype(np.int64)
+        found, ap, rp = _textbook(rel[None, :], ks)
+        hits += found[0]
+        aps.append(ap[0])
+        rps.append(rp[0])
+    out = {'R@%d' % k: hits[j] / len(ql) for j, k in enumerate(ks)}
+    out.update({'MAP@R': float(np.mean(aps)), 'RP': float(np.mean(rps))})
     return out
 
 
@@ -110,25 +208,116 @@ def test_fallback_matches_brute_force(monkeypatch):
                  brute_force(emb, labels, emb, labels, KS, True))
 
 
-@pytest.mark.parametrize('ctx', [None, 'cpu'])
-def test_collapsed_embeddings_score_at_chance_or_below(ctx, capsys):
-    """Every distance ties: a collapsed model must not look good (the optimistic rule gave 1.0),
-    and the warning names the share of queries decided by a tie."""
-    import mxnet as mx
+def _chance(k_values, size=10, classes=10):
+    """Exact chance values of identical embeddings (classes x size), from counts of arrangements
+    (Fractions): a query's database holds g = size - 1 same-label items among n = size*classes - 1,
+    each set of g places equally likely."""
+    n, g = size * classes - 1, size - 1
+    total = comb(n, g)
+    out = {'R@%d' % k: 1 - Fraction(comb(n - g, k), comb(n, k)) for k in k_values}
+    # place r holds a hit preceded by h - 1 hits: C(r - 1, h - 1) C(n - r, g - h) arrangements
+    out['MAP@R'] = sum(Fraction(comb(r - 1, h - 1) * comb(n - r, g - h) * h, r * total)
+                       for r in range(1, g + 1) for h in range(1, g + 1)) / g
+    out['RP'] = Fraction(g, n)
+    return {key: float(v) for key, v in out.items()}
+
+
+@pytest.mark.parametrize('path', ['numpy', 'fallback', 'mxnet'])
+def test_identical_embeddings_score_chance(path, monkeypatch, capsys):
+    """Every distance ties: a collapsed model scores exactly chance (R@1 = 9/99; the optimistic
+    rule gave 1, the pessimistic one 0), and the warning blames a collapse."""
+    import metrics.retrieval as ev
+    if path == 'fallback':
+        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
     labels = np.repeat(np.arange(10), 10)
-    res = evaluate(np.ones((100, 8), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=(1, 2, 4, 8, 91),
-                   ctx=None if ctx is None else mx.cpu())
-    chance_r1 = 9 / 99.0          # a random neighbour shares the label
-    assert res['R@1'] <= chance_r1 and res['R@8'] == 0.0 and res['R@91'] == 1.0
-    assert res['MAP@R'] <= chance_r1 and res['RP'] <= chance_r1
+    ks = (1, 2, 4, 8, 90, 91)
+    res = evaluate(np.ones((100, 8), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=ks,
+                   ctx=mx.cpu() if path == 'mxnet' else None, block_size=32)
+    expected = _chance(ks)
+    assert expected['R@1'] == pytest.approx(9 / 99, abs=1e-15) and expected['R@91'] == 1.0
+    _assert_same(res, expected)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith('warning: 100 of 100 queries')
+    assert len(err) == 1 and err[0].startswith('warning: 100 of 100 queries') and 'collapsed' in err[0]
 
 
-def test_no_tie_warning_for_distinct_embeddings(capsys):
+def _tiny(seed, n, n_classes=3, levels=3):
+    """1- or 2-d integer points on a small grid: small tie groups everywhere."""
+    rng = np.random.RandomState(seed)
+    emb = rng.randint(0, levels, size=(n, 1 + seed % 2)).astype(np.float32)
+    return emb, rng.randint(0, n_classes, size=n)
+
+
+def _straddles(q, ql, g, gl, ks, self_retrieval):
+    """Whether some query has a tie group mixing labels across a K, and one across its R."""
+    d = _distances(q, g)
+    across_k = across_r = False
+    for i in range(len(ql)):
+        dist, same = _database(d, ql, gl, i, self_retrieval)
+        r = int(same.sum())
+        for value in np.unique(dist):
+            tie = dist == value
+            if not (same[tie].any() and (~same[tie]).any()):
+                continue
+            before, m = int(np.count_nonzero(dist < value)), int(np.count_nonzero(tie))
+            across_k |= any(before < k < before + m for k in ks)
+            across_r |= before < r < before + m
+    return across_k and across_r
+
+
+TINY_KS = (1, 2, 3, 5)
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_cases():
+    """[(q, ql, g, gl, self_retrieval), every_order's metrics]: 7 points, self-retrieval, and
+    3 queries against a gallery of 6 (sharing points with the queries: distance-0 ties)."""
+    out = []
+    for seed in range(8):
+        emb, labels = _tiny(seed, 7)
+        for case in ((emb, labels, emb, labels, True), (emb[:3], labels[:3], emb[1:], labels[1:], False)):
+            expected = every_order(*case[:4], TINY_KS, case[4])
+            _assert_same(brute_force(*case[:4], TINY_KS, case[4]), expected)
+            out.append((case, expected))
+    return out
+
+
+@pytest.mark.parametrize('path', ['numpy', 'fallback', 'mxnet'])
+@pytest.mark.parametrize('block', [None, 2])
+def test_expected_value_over_every_order(path, block, monkeypatch):
+    """Tiny cases, self-retrieval and query/gallery: the closed form equals the average of the
+    textbook metrics over all n! orders of the database, and so does brute_force (which the
+    larger tests use).  Tie groups mix labels across K and across R."""
+    import metrics.retrieval as ev
+    if path == 'fallback':
+        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
+    ctx = mx.cpu() if path == 'mxnet' else None
+    straddled = 0
+    for case, expected in _tiny_cases():
+        q, ql, g, gl, self_retrieval = case
+        if self_retrieval:
+            res = evaluate(g, gl, metrics=RETRIEVAL, recallk=TINY_KS, ctx=ctx, block_size=block)
+        else:
+            res = evaluate_query_gallery(q, ql, g, gl, TINY_KS, metrics=RETRIEVAL, ctx=ctx,
+                                         block_size=block)
+        _assert_same(res, expected)
+        straddled += _straddles(q, ql, g, gl, TINY_KS, self_retrieval)
+    assert straddled >= 4
+
+
+def test_untied_embeddings_score_as_before(capsys):
+    """Without ties every tie rule agrees: the scores are those of the fixed orders (the
+    pessimistic one being this code's rule before ties were averaged), and no warning."""
     emb, labels = _data('spread')
-    evaluate(emb.astype(np.float32) + 1e-3 * np.arange(len(emb))[:, None], labels, metrics=RETRIEVAL)
-    assert 'warning' not in capsys.readouterr().err
+    emb = emb + 1e-3 * np.arange(len(emb), dtype=np.float32)[:, None]
+    res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS, block_size=16)
+    for same_first in (False, True):
+        _assert_same(res, fixed_order(emb, labels, emb, labels, KS, True, same_first))
+    assert capsys.readouterr().err == ''
+    # Not vacuous: with ties the two fixed orders part, and the average lies between them.
+    emb, labels = _data('ties')
+    res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=KS)
+    low, high = (fixed_order(emb, labels, emb, labels, KS, True, f) for f in (False, True))
+    assert all(low[k] <= res[k] <= high[k] for k in res) and low['R@1'] < res['R@1'] < high['R@1']
 
 
 def tied_queries(n_tied, n):
@@ -161,17 +350,74 @@ def test_the_tie_warning_starts_just_above_one_percent(capsys, n_tied, warned):
     assert (len(err) == 1 and err[0].startswith('warning: ')) if warned else not err, err
 
 
-def test_ties_are_pessimistic():
+def test_dba_copies_of_one_class_change_nothing(capsys):
+    """DBA maps mutual neighbours to one vector; when they share a label, the tie is within one
+    class: the metrics are those of any order, and no warning."""
+    from metrics.query_expansion import expand_queries_database
+    rng = np.random.RandomState(3)
+    labels = np.repeat(np.arange(8), 6)
+    emb = 4 * np.eye(8)[labels] + rng.randn(48, 8)
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    _, xa = expand_queries_database(emb, None, dba=1)
+    copies = [(i, j) for i in range(48) for j in range(i) if np.array_equal(xa[i], xa[j])]
+    assert len(copies) >= 10 and all(labels[i] == labels[j] for i, j in copies)
+    ks = (1, 2, 4, 8)
+    res = evaluate(xa, labels, metrics=RETRIEVAL, recallk=ks, queries=emb)
+    low, high = (fixed_order(emb, labels, xa, labels, ks, True, f) for f in (False, True))
+    _assert_same(low, high)
+    _assert_same(res, low)
+    assert res['R@1'] < 1.0
+    assert capsys.readouterr().err == ''
+
+
+def test_ties_are_averaged():
     # 1-d points; the query at 0 has a same-label item and an other-label item both at distance 1.
     emb = np.array([[0.0], [1.0], [-1.0], [5.0]], dtype=np.float32)
     labels = np.array([0, 0, 1, 1])
     res = evaluate(emb, labels, metrics=RETRIEVAL, recallk=(1, 2))
-    # Query 0: the tie at d=1 puts the other-label item first -> rank 2.  Query 1: neighbours 0
-    # (same) -> hit.  Query 2: neighbours 0 (d=1), 1 (d=4), 3 (d=36) -> rank 3.
-    # Query 3: neighbours 1 (d=16), 0, 2 -> rank 3.
-    assert res['R@1'] == 0.25 and res['R@2'] == 0.5
-    # R = 1 for everybody, so MAP@R = RP = fraction of queries whose nearest is same-label.
-    assert res['MAP@R'] == 0.25 and res['RP'] == 0.25
+    # Query 0: the tie at d=1 puts its same-label item first in half the orders -> R@1 1/2, R@2 1.
+    # Query 1: neighbour 0 (same) -> hit.
+    # Query 2: neighbours 0 (d=1), 1 (d=4), 3 (d=36, same) -> rank 3.
+    # Query 3: neighbours 1 (d=16), 0, 2 (same) -> rank 3.
+    assert res['R@1'] == 0.375 and res['R@2'] == 0.5
+    # R = 1 for everybody, so MAP@R = RP = the mean chance that the nearest is same-label.
+    assert res['MAP@R'] == 0.375 and res['RP'] == 0.375
+
+
+def _tie_queries(n_tied, m=200):
+    """m 1-d queries of label 0 against a gallery of label 0 at 1 and label 1 at -1: a query at 0
+    ties the two (which decides R@1 and MAP@R), one at 0.5 does not."""
+    q = np.where(np.arange(m) < n_tied, 0.0, 0.5).astype(np.float32)[:, None]
+    return q, np.zeros(m, dtype=np.int64), np.array([[1.0], [-1.0]], np.float32), np.array([0, 1])
+
+
+@pytest.mark.parametrize('n_tied,warns,collapse', [(2, False, False), (3, True, False),
+                                                  (100, True, False), (101, True, True)])
+def test_tie_warning_thresholds(n_tied, warns, collapse, capsys):
+    """200 queries: more than 1% (TIE_WARN_FRACTION) tied warns, more than half
+    (COLLAPSE_WARN_FRACTION, "most") asks about a collapse."""
+    import metrics.retrieval as ev
+    assert (ev.TIE_WARN_FRACTION, ev.COLLAPSE_WARN_FRACTION) == (0.01, 0.5)
+    for metrics in (('recall',), ('map_at_r',)):
+        res = evaluate_query_gallery(*_tie_queries(n_tied), recallk=(1,), metrics=metrics)
+        assert list(res.values()) == [pytest.approx(1 - n_tied / 400.0, abs=1e-12)]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == warns
+        if warns:
+            assert err[0].startswith('warning: %d of 200 queries (%.1f%%)' % (n_tied, n_tied / 2.0))
+            assert ('collapsed' in err[0]) == collapse
+
+
+def test_tie_beyond_every_k_is_not_counted(capsys):
+    # Three items of another class tie at the nearest same-label distance, but 3 others are
+    # strictly closer: R@1 and R@2 are 0 in every order, so no tie decides them.
+    q, ql, g, gl = _tie_queries(200)
+    g = np.concatenate([g, [[0.5], [0.5], [-0.5]]]).astype(np.float32)
+    gl = np.concatenate([gl, [1, 1, 1]])
+    assert evaluate_query_gallery(q, ql, g, gl, (1, 2), metrics=('recall',)) == {'R@1': 0.0, 'R@2': 0.0}
+    assert capsys.readouterr().err == ''
+    assert evaluate_query_gallery(q, ql, g, gl, (4,), metrics=('recall',)) == {'R@4': 0.5}
+    assert 'warning: 200 of 200' in capsys.readouterr().err
 
 
 def test_large_k_and_singletons():
