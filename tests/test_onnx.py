@@ -143,6 +143,7 @@ def test_embed_onnx_without_mxnet_equals_mxnet(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr
     paths = list_images(images)
     assert (tmp_path / 'e.txt').read_text().splitlines() == paths
+    assert sorted(os.listdir(str(tmp_path))) == ['e.npy', 'e.txt']
     x = np.stack([transforms.test_transform(24)(read_rgb(p)) for p in paths])
     emb = np.load(str(out))
     assert emb.dtype == np.float32
