@@ -1,42 +1,123 @@
-"""Export a trained run's model to MXNet's own deployment format (HybridBlock.export).
+"""Export a trained run's model to ONNX and to MXNet's own deployment format.
 
-    python3 -m tools.export RUN_DIR OUT_PREFIX [--params FILE]
+    python3 -m tools.export RUN_DIR OUT_PREFIX [--format both|onnx|mxnet] [--params FILE]
 
-Writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params: one input ``data``, (B, 3, S, S) images
-resized to S = the run's --image_size, RGB scaled to [0, 1] then normalised with the ImageNet mean
-(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); output (B, embed_dim) unit embeddings.  Load
-it anywhere MXNet is installed, without this repository:
+onnx: OUT_PREFIX.onnx (tools.onnx_export), opset 13, input ``data`` (batch, 3, S, S), output
+``embedding`` (batch, embed_dim) unit rows; its metadata states the preprocessing. onnxruntime runs
+it without MXNet or this repository's model code (python3 -m tools.embed_onnx).
+mxnet: OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params (HybridBlock.export), same input and
+output; load it anywhere MXNet is installed, without this repository:
 
     net = mx.gluon.SymbolBlock.imports('OUT_PREFIX-symbol.json', ['data'], 'OUT_PREFIX-0000.params')
+
+The input: images resized to S x S (S = the run's --image_size) with OpenCV's bilinear
+(cv2.INTER_LINEAR), RGB scaled to [0, 1], normalised with the ImageNet mean (0.485, 0.456, 0.406)
+and std (0.229, 0.224, 0.225), channels first. Each file is written under a temporary name,
+fsynced and renamed, so a failure (a full disk) leaves nothing under its final name. A backbone
+whose graph does not translate (vit_small_patch16) still gets its MXNet export with --format both.
 """
+import os
 import sys
 
 from tools.run import load_model, run_parser
-from utils.errors import UserError, run_command
+from utils.errors import UserError, first_line, run_command
+
+FORMATS = ('both', 'onnx', 'mxnet')
 
 
 def build_parser():
-    return run_parser('python3 -m tools.export', __doc__,
-                      [('out_prefix', 'writes OUT_PREFIX-symbol.json and OUT_PREFIX-0000.params')])
+    p = run_parser('python3 -m tools.export', __doc__,
+                   [('out_prefix', 'writes OUT_PREFIX.onnx, OUT_PREFIX-symbol.json, OUT_PREFIX-0000.params')])
+    p.add_argument('--format', default='both', choices=FORMATS, help='which export(s) to write')
+    return p
 
 
-def export(net, image_size, out_prefix):
-    """Trace net once on a (1, 3, S, S) batch and write the symbol and parameter files."""
+def _temporary(path):
+    # The process id first: the temporary name of OUT_PREFIX-symbol.json is that of OUT_PREFIX + '-symbol.json'.
+    return os.path.join(os.path.dirname(path) or '.', '.tmp-%d-%s' % (os.getpid(), os.path.basename(path)))
+
+
+def _publish(pairs):
+    """fsync every (temporary, final) file, then rename each to its final name."""
+    for tmp, _ in pairs:
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+    for tmp, final in pairs:
+        os.replace(tmp, final)
+
+
+def _write(finals, write):
+    """write(temporary names) writes the files; then they are published under ``finals``. A failure
+    (OSError, or MXNetError: MXNet's file streams raise it on a full disk) leaves none of the
+    temporary files and no final file that was not complete."""
+    import mxnet as mx
+    pairs = [(_temporary(final), final) for final in finals]
+    try:
+        write([tmp for tmp, _ in pairs])
+        _publish(pairs)
+    except (OSError, mx.base.MXNetError) as exc:
+        raise UserError('cannot write %s (%s)' % (' and '.join(finals), getattr(exc, 'strerror', None)
+                                                  or first_line(exc)))
+    finally:
+        for tmp, _ in pairs:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return finals
+
+
+def export_mxnet(net, image_size, out_prefix):
+    """Trace net once on a (1, 3, S, S) batch and write OUT_PREFIX-symbol.json and -0000.params."""
     import mxnet as mx
     net(mx.nd.zeros((1, 3, image_size, image_size)))   # export needs one forward pass of the graph
-    try:
-        net.export(out_prefix, epoch=0)
-    except OSError as exc:
-        raise UserError('cannot write %s-symbol.json (%s)' % (out_prefix, exc.strerror))
-    return out_prefix + '-symbol.json', out_prefix + '-0000.params'
+    return _write([out_prefix + '-symbol.json', out_prefix + '-0000.params'],
+                  lambda tmps: net.export(_temporary(out_prefix), epoch=0))
+
+
+def export_onnx(net, run_args, path):
+    """Write net as the ONNX model ``path`` with the run's preprocessing in its metadata.
+    Raises tools.onnx_export.UnsupportedOperator when the graph does not translate."""
+    import importlib.util
+
+    from tools.onnx_export import preprocessing_metadata, to_onnx
+    if importlib.util.find_spec('onnx') is None:
+        raise UserError('the ONNX export needs the onnx package (pip install onnx==1.17.0); '
+                        'or pass --format mxnet')
+    metadata = dict(preprocessing_metadata(run_args.image_size, run_args.embed_dim),
+                    backbone=run_args.backbone, pooling=run_args.pooling)
+    model = to_onnx(net, run_args.image_size, metadata)
+
+    def write(tmps):
+        with open(tmps[0], 'wb') as f:
+            f.write(model.SerializeToString())
+    return _write([path], write)
+
+
+def _check_folder(out_prefix):
+    folder = os.path.dirname(out_prefix) or '.'
+    if not os.path.isdir(folder):
+        raise UserError('OUT_PREFIX %s: no such folder: %s' % (out_prefix, folder))
+    if not os.access(folder, os.W_OK):
+        raise UserError('OUT_PREFIX %s: folder %s is not writable' % (out_prefix, folder))
 
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
+    _check_folder(args.out_prefix)
     run_args, net = load_model(args.run_dir, args.params)
-    files = export(net, run_args.image_size, args.out_prefix)
-    print('wrote %s and %s: input data (B, 3, %d, %d) -> (B, %d)'
-          % (files + (run_args.image_size, run_args.image_size, run_args.embed_dim)))
+    files = []
+    if args.format in ('both', 'mxnet'):
+        files += export_mxnet(net, run_args.image_size, args.out_prefix)
+    if args.format in ('both', 'onnx'):
+        from tools.onnx_export import UnsupportedOperator
+        try:
+            files += export_onnx(net, run_args, args.out_prefix + '.onnx')
+        except UnsupportedOperator as exc:
+            raise UserError('backbone %s does not convert to ONNX: MXNet\'s exporter cannot translate '
+                            'its operator %s (%s)%s' % (run_args.backbone, exc.op, exc.reason,
+                                                        '; wrote the MXNet export %s' % ' and '.join(files)
+                                                        if files else ''))
+    print('wrote %s: input data (batch, 3, %d, %d) -> (batch, %d)'
+          % (', '.join(files), run_args.image_size, run_args.image_size, run_args.embed_dim))
     return files
 
 
