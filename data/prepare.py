@@ -31,6 +31,7 @@ from typing import NamedTuple
 from utils.errors import OneLineParser, UserError, run_command
 
 from .archive import CHUNK, extract
+from .registry import DATA_DIRS
 
 
 class Part(NamedTuple):
@@ -48,7 +49,7 @@ class Part(NamedTuple):
     also: tuple = ()
 
 
-PARTS = {
+PARTS = {  # keys: registry.PREPARED
     'cars196': (Part('car_ims.tgz'), Part('cars_annos.mat', kind='file', target='cars_annos.mat')),
     'cub200': (Part('CUB_200_2011.tgz', strip='CUB_200_2011'),),
     'sop': (Part('Stanford_Online_Products.zip', strip='Stanford_Online_Products'),),
@@ -82,14 +83,6 @@ COUNTS = {
     'cub200': {'train': 5864, 'test': 5924},                      # 11,788: classes 1-100 | 101-200
     'sop': {'train': 59551, 'test': 60502},                       # 120,053: Ebay_train | Ebay_test
     'inshop': {'train': 25882, 'query': 14218, 'gallery': 12612},  # 52,712
-}
-
-# Default --data_dir of each data set: the folder the release unpacks to, under ./datasets.
-DEFAULT_DIRS = {
-    'cars196': os.path.join('datasets', 'CARS196'),
-    'cub200': os.path.join('datasets', 'CUB_200_2011'),
-    'sop': os.path.join('datasets', 'Stanford_Online_Products'),
-    'inshop': os.path.join('datasets', 'InShop'),
 }
 
 # Flags main.py needs beyond --data_name/--data_dir (the Recall@K these benchmarks report).
@@ -268,7 +261,7 @@ def prepare(name, src, data_dir=None, fetch=False, mirror=None):
     """
     if name not in PARTS:
         raise UserError('unknown data set %r; choose one of %s' % (name, ', '.join(PARTS)))
-    data_dir = data_dir or DEFAULT_DIRS[name]
+    data_dir = data_dir or DATA_DIRS[name]
     _check_destination(data_dir)
     found, verified = locate(name, src, fetch, mirror)
     archives = [verified.get(path) or verify(path, part.name) for part, path in found]
@@ -314,7 +307,7 @@ def build_parser():
                         'with --download, where they are downloaded to')
     parser.add_argument('--data_dir', '--data-dir', default=None,
                         help='the folder to create (must not exist, or be empty); default: ' +
-                        ', '.join('%s %s' % item for item in DEFAULT_DIRS.items()))
+                        ', '.join('%s %s' % (name, DATA_DIRS[name]) for name in PARTS))
     parser.add_argument('--download', action='store_true',
                         help='download the files SRC lacks (from --mirror, or a known stable source: '
                         'CUB_200_2011.tgz from CaltechDATA)')
@@ -329,7 +322,7 @@ def run(argv):
     if args.mirror and not args.download:
         raise UserError('--mirror is used only with --download')
     manifest = prepare(args.name, args.src, args.data_dir, args.download, args.mirror)
-    data_dir = args.data_dir or DEFAULT_DIRS[args.name]
+    data_dir = args.data_dir or DATA_DIRS[args.name]
     print('prepared %s in %s: %s images (%s); manifest %s'
           % (args.name, data_dir, format(manifest['images'], ','), _fmt(manifest['counts']),
              os.path.join(data_dir, MANIFEST)), file=sys.stderr)

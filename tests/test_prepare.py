@@ -94,6 +94,10 @@ def build_inshop(build, src):
 BUILDERS = {'cub200': build_cub, 'cars196': build_cars, 'sop': build_sop, 'inshop': build_inshop}
 
 
+def test_every_prepared_data_set_is_built_here():
+    assert sorted(BUILDERS) == sorted(prepare.PARTS) == sorted(data.registry.PREPARED)
+
+
 @pytest.fixture
 def published(monkeypatch):
     """publish(name, src, counts): make the test-built files of src 'the official ones' (their MD5
@@ -159,8 +163,7 @@ def test_default_data_dir(tmp_path, capsys, published, monkeypatch):
     status, out, _ = run(['cub200', 'src'], capsys)
     assert status == 0
     assert (tmp_path / 'datasets' / 'CUB_200_2011' / 'images.txt').is_file()
-    assert out.split() == ['python3', 'main.py', '--data_name', 'cub200', '--data_dir',
-                           os.path.join('datasets', 'CUB_200_2011')]
+    assert out.split() == ['python3', 'main.py', '--data_name', 'cub200', '--data_dir', './datasets/CUB_200_2011']
 
 
 def test_unpublished_checksum_is_recorded(tmp_path, capsys, published):
