@@ -38,24 +38,46 @@ def loss_name(s):
     return s.strip().replace('-', '_')
 
 
-def _group(parser, title):
-    """add_argument of a new argument group of ``parser``, recording store_true flags in parser.switches."""
-    group = parser.add_argument_group(title)
+# --margin when the command line does not set it: each triplet loss's own value
+MARGIN_DEFAULTS = {'hphn_triplet': 1e-5,   # the official main.py (SPEC 4)
+                   'triplet': 0.2}         # FaceNet's, TripletLoss's and the configs' (docs/pair_losses.md 3.6)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each default once: none appended to a help that states its own, to a switch, or to None."""
+
+    def _get_help_string(self, action):
+        if '%(default)' in action.help or 'default:' in action.help or action.default is None \
+                or action.nargs == 0:
+            return action.help
+        return action.help + ' (default: %(default)s)'
+
+
+def _group(parser, title, description=None):
+    """add_argument of a new argument group of ``parser``: records store_true flags in
+    parser.switches, and gives a flag the default data set (digits) sets otherwise its two defaults."""
+    from data.registry import DEFAULTS
+    group = parser.add_argument_group(title, description)
 
     def add(*args, **kwargs):
         action = group.add_argument(*args, **kwargs)
         if kwargs.get('action') == 'store_true':
             parser.switches.add(action.dest)
+        if action.dest in DEFAULTS['digits']:
+            action.help += ' (default: %%(default)s; digits: %s)' % (DEFAULTS['digits'][action.dest],)
         return action
     return add
 
 
 def build_parser():
     """main.py's flags: every official one with the release's default (docs/official_setup.md), and ours."""
-    p = OneLineParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon',
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--config', default=None, help='a file of main.py flags (one --flag=value per line, '
-                                                  '# comments); the command line overrides it')
+    p = OneLineParser(description='Embedding Expansion (CVPR 2020) in MXNet Gluon. The defaults are the '
+                      'official release\'s; "digits: X" marks the default of the default --data_name digits '
+                      '(a one-minute offline demo on the CPU).', formatter_class=HelpFormatter)
+    general = _group(p, 'general')
+    general('--config', default=None, help='a file of main.py flags (one --flag=value per line, '
+                                           '# comments); the command line overrides it')
+    general('--debug', action='store_true', help='show the traceback of input errors')
     _data_flags(_group(p, 'data'))
     _model_flags(_group(p, 'model'))
     _loss_flags(_group(p, 'loss'))
@@ -63,13 +85,20 @@ def build_parser():
     _evaluation_flags(_group(p, 'evaluation and logging'))
     _checkpoints_flags(_group(p, 'checkpoints'))
     _devices_flags(_group(p, 'devices'))
+    compatibility = _group(p, 'compatibility', 'accepted and unused: kept only for compatibility with the '
+                                               'official command line')
+    for name, value in (('alpha', 10.0), ('beta', 1.2), ('sigma', 0.5)):
+        compatibility('--' + name, default=value, type=float, help='unused')
     return p
 
 
 def _data_flags(a):
+    from data.registry import DATA_DIRS, PREPARED
     a('--data_name', default='digits',
       help='digits (offline, bundled) | cars196 (official: car196) | cub200 | sop | inshop | folder')
-    a('--data_dir', default='./datasets/CARS196', help='root of the data set release files')
+    a('--data_dir', default=None,
+      help='the data set\'s folder (python3 -m data.prepare makes it); default: per --data_name, %s; '
+           'required with folder' % ', '.join('%s %s' % (name, DATA_DIRS[name]) for name in PREPARED))
     a('--train_class_ratio', default=0.5, type=float,
       help='folder: the first this fraction of the classes (sorted by path) train, the rest test')
     a('--val_class_ratio', default=0.0, type=float,
@@ -108,7 +137,8 @@ def _loss_flags(a):
       help='the loss (official spelling hphn-triplet accepted)')
     a('--n_inner_pts', default=2, type=int, help='synthetic points per pair (Embedding Expansion); 0: no EE')
     a('--ee_l2norm', default=True, type=str2bool, help='L2-normalise the synthetic points')
-    a('--margin', default=1e-5, type=float, help='triplet margin (hphn_triplet and triplet)')
+    a('--margin', default=None, type=float,
+      help='triplet margin; default: %s' % ', '.join('%g with %s' % (v, k) for k, v in MARGIN_DEFAULTS.items()))
     a('--ee_negative_grad', default='release', choices=('release', 'exact'),
       help='hphn_triplet with EE: release doubles the gradient of d_an when the hardest negative is a '
            'synthetic point, as the official code does (it stores every synthetic point twice); exact: '
@@ -185,10 +215,6 @@ def _devices_flags(a):
     a('--gpu_idx', default=None, help='the official alias of --ctx: GPU ids, e.g. 0 or 0,1')
     a('--kvstore', default='device',
       help='gradient aggregation: device | local, or dist_sync | dist_async across machines')
-    a('--debug', action='store_true', help='show the traceback of input errors')
-    for name in ('alpha', 'beta', 'sigma'):
-        a('--' + name, default={'alpha': 10.0, 'beta': 1.2, 'sigma': 0.5}[name], type=float,
-          help='unused: kept only for compatibility with the official command line')
 
 
 def read_config(path):
@@ -226,7 +252,7 @@ def write_config(args, path):
 
 
 def parse_args(argv=None):
-    from data import DEFAULTS
+    from data.registry import DATA_DIRS, DEFAULTS
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     known, _ = parser.parse_known_args(argv)
@@ -235,6 +261,10 @@ def parse_args(argv=None):
         known, _ = parser.parse_known_args(argv)
     parser.set_defaults(**DEFAULTS.get(known.data_name.lower(), {}))
     args = parser.parse_args(argv)
+    if args.data_dir is None:
+        args.data_dir = DATA_DIRS.get(args.data_name.lower())
+    if args.margin is None:
+        args.margin = MARGIN_DEFAULTS.get(args.loss)
     args.eval_metrics = [m.strip() for m in args.eval_metrics.split(',') if m.strip()]
     return args
 

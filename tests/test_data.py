@@ -345,10 +345,12 @@ def test_digits_split_is_class_disjoint():
 def test_registry_errors(tmp_path):
     with pytest.raises(UserError, match='cars196.*cub200.*digits.*folder.*inshop.*sop'):
         data.get_dataset('mnist', str(tmp_path))
-    with pytest.raises(UserError, match=r'does not exist \(--data_dir\)'):
+    with pytest.raises(UserError, match=r'of data set cub200 does not exist \(--data_dir; python3 -m data.prepare cub200'):
         data.get_dataset('cub200', str(tmp_path / 'missing'))
-    with pytest.raises(UserError, match=r'empty \(--data_dir\)'):
-        data.get_dataset('cars196', str(tmp_path))
+    with pytest.raises(UserError, match=r'of data set car196 is empty \(--data_dir; python3 -m data.prepare cars196'):
+        data.get_dataset('car196', str(tmp_path))
+    with pytest.raises(UserError, match=r"data set 'folder' has no default folder: name it with --data_dir"):
+        data.get_dataset('folder', None)
     assert set(data.DATASETS) == {'cars196', 'car196', 'cub200', 'digits', 'sop', 'inshop', 'folder'}
 
 
