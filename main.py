@@ -59,7 +59,7 @@ def train(args):
     kvstore, rank, workers = create_kvstore(args.kvstore)
     chief = rank == 0
     # the run's folder: locked while the run lives, never mixed with an earlier run
-    run_dir = RunDir(args.save_dir, resume=bool(args.resume), overwrite=args.overwrite) if chief else None
+    run_dir = RunDir(args.save_dir, resume=args.resume, overwrite=args.overwrite) if chief else None
     stop = StopFlag()
     try:
         checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
