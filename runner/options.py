@@ -185,6 +185,9 @@ def _devices_flags(a):
     a('--gpu_idx', default=None, help='the official alias of --ctx: GPU ids, e.g. 0 or 0,1')
     a('--kvstore', default='device',
       help='gradient aggregation: device | local, or dist_sync | dist_async across machines')
+    a('--dist_timeout', default=300.0, type=float,
+      help='dist_* --kvstore: give up (exit 2) when the scheduler, servers and workers have not all joined '
+           'within this many seconds')
     a('--debug', action='store_true', help='show the traceback of input errors')
     for name in ('alpha', 'beta', 'sigma'):
         a('--' + name, default={'alpha': 10.0, 'beta': 1.2, 'sigma': 0.5}[name], type=float,

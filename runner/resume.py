@@ -21,7 +21,7 @@ MAY_CHANGE = frozenset((
     'checkpoint_epochs', 'keep_checkpoints', 'num_workers', 'ctx', 'gpu_idx', 'kvstore', 'check_images',
     'skip_bad_images', 'data_dir', 'pretrained_path', 'eval_qe', 'eval_dba', 'cache_images'))
 IGNORED = frozenset(('config', 'resume', 'debug', 'start_epoch', 'save_dir', 'overwrite', 'init_from',
-                     'alpha', 'beta', 'sigma'))
+                     'alpha', 'beta', 'sigma', 'dist_timeout'))
 
 
 def flag_values(args):
