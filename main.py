@@ -43,39 +43,39 @@ def describe(name, loaders):
 
 def train(args):
     """One run of main.py's flags ``args``; returns the best test metrics (a dict)."""
-    from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
-    from model import get_model
-    from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
-    from runner.devices import create_kvstore, parse_contexts
     from runner.interrupt import StopFlag
-    from runner.resume import resume_from_checkpoint
-    from runner.run_dir import RunDir
-    from runner.trainer import TrainingLoop
-
-    ctx = parse_contexts(args.ctx, args.gpu_idx)
-    check_args(args, len(ctx))
-    if args.init_from:      # a missing file stops the run before the data are read
-        init_file(args.init_from)
-    kvstore, rank, workers = create_kvstore(args.kvstore)
-    chief = rank == 0
-    # the run's folder: locked while the run lives, never mixed with an earlier run
-    run_dir = RunDir(args.save_dir, resume=bool(args.resume), overwrite=args.overwrite) if chief else None
-    stop = StopFlag()
+    stop = StopFlag()       # from here a signal stops the run with one line, whatever it is doing
+    stop.prepare()
+    run_dir = None
     try:
+        from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
+        from model import get_model
+        from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
+        from runner.devices import create_kvstore, parse_contexts
+        from runner.resume import resume_from_checkpoint
+        from runner.run_dir import RunDir
+        from runner.trainer import TrainingLoop
+
+        ctx = parse_contexts(args.ctx, args.gpu_idx)
+        check_args(args, len(ctx))
+        if args.init_from:      # a missing file stops the run before the data are read
+            init_file(args.init_from)
+        kvstore, rank, workers = create_kvstore(args.kvstore, args.dist_timeout)
+        chief = rank == 0
+        # the run's folder: locked while the run lives, never mixed with an earlier run
+        run_dir = RunDir(args.save_dir, resume=args.resume, overwrite=args.overwrite) if chief else None
         checkpoints = Checkpointer(args.save_dir, args.keep_checkpoints)
         resume = resume_from_checkpoint(args, checkpoints, warn)        # checks the flags it recorded
         if chief:
             write_config(args, os.path.join(args.save_dir, 'args.txt'))
         seed_everything(args.seed)          # the same initial model on every worker
-        # the data: the official class-balanced sampler and transforms (DataLoader workers ignore Ctrl-C)
-        stop.before_workers()
+        # the data: the official class-balanced sampler and transforms
         with flag_errors():
             loaders = build_split_loaders(
                 args.data_name, args.data_dir, args.image_size, args.batch_size, args.num_instances,
                 args.num_workers, val_class_ratio=args.val_class_ratio, check_images=args.check_images,
                 skip_bad_images=args.skip_bad_images, cache_images=args.cache_images,
                 train_class_ratio=args.train_class_ratio, part=(rank, workers))
-        stop.arm()
         print(describe(args.data_name, loaders))
         with flag_errors():     # the network: trunk, pooling, Dense(embed_dim), L2 norm; the loss, EE inside
             net = get_model(args.backbone, args.embed_dim, args.pretrained and not args.init_from,
@@ -93,6 +93,7 @@ def train(args):
         np.random.seed(args.seed + 1000 * rank)
         random.seed(args.seed + 1000 * rank)
         progress = resume.restore(net, trainer, loss_fn, ctx)
+        stop.arm()      # training: a signal now ends the current iteration and writes a checkpoint
         best = TrainingLoop(args, net, loss_fn, trainer, loaders, ctx, checkpoints, progress, stop, chief).run()
         if workers > 1:     # every worker's copy, to check that they agree
             save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))

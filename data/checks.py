@@ -1,5 +1,4 @@
 """Checks of a data set before training: images that do not decode, classes too small to pair."""
-import multiprocessing
 import sys
 
 import cv2
@@ -9,6 +8,7 @@ from tqdm import tqdm
 from utils.errors import UserError
 
 from .image_list import read_rgb
+from .worker_pool import worker_map
 
 # OpenCV's log level that keeps errors but drops its own warning per unreadable file, which would
 # only repeat what our message says (cv2 has no named constant for it in Python).
@@ -42,10 +42,9 @@ def check_images(items, skip_bad_images=False, num_workers=0, desc='checking ima
     bad = []
     old_level = cv2.getLogLevel()
     cv2.setLogLevel(_CV2_LOG_ERROR)
-    pool = multiprocessing.Pool(num_workers) if num_workers > 0 and len(paths) > 1 else None
     try:
-        errors = pool.imap(_decode_error, paths, chunksize=64) if pool else map(_decode_error, paths)
-        with tqdm(total=len(paths), desc=desc, unit='img', file=sys.stderr, dynamic_ncols=True) as bar:
+        with worker_map(_decode_error, paths, num_workers, chunksize=64) as errors, \
+                tqdm(total=len(paths), desc=desc, unit='img', file=sys.stderr, dynamic_ncols=True) as bar:
             for path, error in zip(paths, errors):
                 bar.update()
                 if error is not None:
@@ -54,8 +53,6 @@ def check_images(items, skip_bad_images=False, num_workers=0, desc='checking ima
                     bad.append(path)
     finally:
         cv2.setLogLevel(old_level)
-        if pool:
-            pool.terminate()
     if not bad:
         return items
     warn("skipped %d image(s) that cannot be decoded: %s%s"

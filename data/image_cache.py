@@ -6,7 +6,6 @@ pixels are those of the uncached path. The images live in one anonymous shared m
 any worker forks: every worker reads the same physical pages, nothing is pickled or written to disk.
 """
 import mmap
-import multiprocessing
 import os
 import sys
 
@@ -18,6 +17,7 @@ from utils.errors import UserError
 
 from .image_list import decode
 from .transforms import resize
+from .worker_pool import worker_map
 
 # What the filling processes read: set just before they fork (they inherit it), cleared after.
 _FILL = None
@@ -127,14 +127,11 @@ def cache_image_lists(image_lists, num_workers=0):
         cached.append(CachedImageList(images, buffer, offset))
         offset += len(images) * stride
     _FILL = (buffer, jobs)
-    pool = multiprocessing.get_context('fork').Pool(num_workers) if num_workers > 0 and len(jobs) > 1 else None
     try:
-        done = pool.imap_unordered(_fill, range(len(jobs)), chunksize=16) if pool else map(_fill, range(len(jobs)))
-        for _ in tqdm(done, total=len(jobs), desc='caching images', unit='img', file=sys.stderr,
-                      dynamic_ncols=True):
-            pass
+        with worker_map(_fill, range(len(jobs)), num_workers, chunksize=16) as done:
+            for _ in tqdm(done, total=len(jobs), desc='caching images', unit='img', file=sys.stderr,
+                          dynamic_ncols=True):
+                pass
     finally:
         _FILL = None
-        if pool:
-            pool.terminate()
     return cached

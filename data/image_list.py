@@ -16,10 +16,18 @@ def read_rgb(path):
     """Decode an image file to an HxWx3 uint8 RGB array (greyscale becomes 3 equal channels).
 
     Raises UserError naming the path when the file is missing or cannot be decoded.
+    The bytes are read by Python and decoded by cv2.imdecode: cv2.imread takes the name itself,
+    and one that is not valid UTF-8 (a Latin-1 ``caf\xe9.png``) crashes OpenCV's binding.
     """
-    if not os.path.isfile(path):
-        raise UserError("cannot decode image %s: file does not exist" % path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if not os.path.isfile(path):        # a FIFO or device would block or never end
+        raise UserError("cannot decode image %s: %s" % (path, 'not a regular file' if os.path.exists(path)
+                                                         else 'file does not exist'))
+    try:
+        with open(path, 'rb') as f:
+            data = np.frombuffer(f.read(), np.uint8)
+    except OSError as exc:
+        raise UserError("cannot decode image %s: %s" % (path, exc.strerror)) from exc
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         # cv2.imread signals unreadable, truncated or unsupported files only by returning None.
         raise UserError("cannot decode image %s: not a readable image file (corrupt or unsupported format)" % path)

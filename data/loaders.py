@@ -1,4 +1,7 @@
 """DataLoaders for every split of a data set, in the official EE configuration."""
+import contextlib
+import io
+import multiprocessing
 from collections import defaultdict
 from itertools import count
 from typing import NamedTuple, Optional
@@ -18,9 +21,44 @@ from .transforms import test_transform, train_transform
 from .validation import split_validation
 
 
+# Seconds a DataLoader waits for a worker's batch (MXNet's default): a worker that died (OOM killer,
+# a crash in a decoder) is replaced by the pool, but its batch never comes.
+WORKER_TIMEOUT = 120
+
+
+class DataLoader(mx.gluon.data.DataLoader):
+    """MXNet's DataLoader whose wait for a worker's batch ends after WORKER_TIMEOUT seconds with one
+    line (a UserError) instead of MXNet's note on stdout and a traceback; so does a batch that
+    cannot be fetched from a worker that died after making it (its shared memory is gone)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, timeout=WORKER_TIMEOUT, **kwargs)
+
+    def __iter__(self):
+        batches = super().__iter__()
+        quiet = contextlib.redirect_stdout(io.StringIO()) if self._num_workers else contextlib.nullcontext()
+        while True:
+            try:
+                with quiet:
+                    batch = next(batches)
+            except StopIteration:
+                return
+            except multiprocessing.TimeoutError:
+                raise UserError('a DataLoader worker gave no batch within %d s: it died (killed, e.g. for lack of '
+                                'memory, or crashed in an image decoder) or is stuck; run with --num_workers 0 '
+                                'to see the image' % self._timeout) from None
+            except OSError as exc:      # the images' own errors come as UserError
+                if not self._num_workers:
+                    raise
+                raise UserError('lost a DataLoader worker (%s): it died (killed, e.g. for lack of memory, or '
+                                'crashed in an image decoder); run with --num_workers 0 to see the image'
+                                % (exc.strerror or exc)) from None
+            yield batch
+
+
 class EvalSet(NamedTuple):
     """An evaluation split: its DataLoader (in item order, last batch kept) and (N,) int64 labels."""
-    loader: mx.gluon.data.DataLoader
+    loader: DataLoader
     labels: np.ndarray
 
 
@@ -34,7 +72,7 @@ class SplitLoaders(NamedTuple):
     val: the validation split held out of the training classes (val_class_ratio > 0), evaluated by
         self-retrieval like test.
     """
-    train: mx.gluon.data.DataLoader
+    train: DataLoader
     train_labels: np.ndarray
     test: Optional[EvalSet]
     query: Optional[EvalSet] = None
@@ -89,13 +127,13 @@ def build_split_loaders(name, data_dir, image_size, batch_size, num_instances, n
         datasets = [None if d is None else next(cached) for d in datasets]
     train_set = datasets[0]
     sampler = ClassBalancedSampler(train_set.labels, batch_size, num_instances)
-    train_loader = mx.gluon.data.DataLoader(train_set, sampler=sampler, batch_size=batch_size,
+    train_loader = DataLoader(train_set, sampler=sampler, batch_size=batch_size,
                                             last_batch='discard', num_workers=num_workers)
 
     def eval_set(images):
         if images is None:
             return None
-        loader = mx.gluon.data.DataLoader(images, batch_size=test_batch_size or batch_size, shuffle=False,
+        loader = DataLoader(images, batch_size=test_batch_size or batch_size, shuffle=False,
                                           last_batch='keep', num_workers=num_workers)
         return EvalSet(loader, images.labels)
 

@@ -63,8 +63,12 @@ def _sha256(path):
 
 
 def write_error(path, exc):
-    """The UserError of a failed write (disk full, permissions), one line naming the path."""
-    return UserError('cannot write %s: %s' % (path, exc.strerror or first_line(exc)))
+    """The UserError of a failed write (disk full, permissions), one line naming the path. MXNet's
+    savers raise MXNetError, not OSError, saying only "FileStream.Write incomplete"."""
+    reason = getattr(exc, 'strerror', None) or first_line(exc)
+    if 'Write incomplete' in reason:
+        reason = 'the write was cut short (is the disk full?)'
+    return UserError('cannot write %s: %s' % (path, reason))
 
 
 def save_parameters_atomic(net, path):
@@ -74,7 +78,7 @@ def save_parameters_atomic(net, path):
         net.save_parameters(tmp)
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, mx.base.MXNetError) as exc:
         raise write_error(path, exc) from exc
     finally:
         if os.path.exists(tmp):
@@ -238,7 +242,7 @@ class Checkpointer:
                 self._discard(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
-        except OSError as exc:
+        except (OSError, mx.base.MXNetError) as exc:
             raise write_error(final, exc) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -337,7 +341,8 @@ def init_from(net, path, ctx, flags=''):
     path = init_file(path)
     try:
         net.load_parameters(path, ctx=ctx, cast_dtype=True)
-    except Exception as exc:  # MXNet says "does not fit" as AssertionError, MXNetError or ValueError
+    except (AssertionError, mx.base.MXNetError, ValueError, KeyError, TypeError) as exc:
+        # MXNet says "does not fit" as AssertionError, MXNetError or ValueError (a signal's Stopped passes)
         first = first_line(exc).split(', which contains parameters')[0]     # MXNet then lists every name
         raise UserError('--init_from %s does not fit this network (%s): %s' % (path, flags, first)) from exc
     return path

@@ -1,5 +1,7 @@
 """Devices and distributed training: --ctx / --gpu_idx, the kvstore, and this process's rank."""
 import os
+import sys
+import threading
 
 import mxnet as mx
 
@@ -41,9 +43,14 @@ KVSTORES = ('device', 'local', 'nccl', 'dist_sync', 'dist_async', 'dist_sync_dev
 _DMLC = ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER', 'DMLC_NUM_WORKER')
 
 
-def create_kvstore(name):
+def create_kvstore(name, timeout=300.0):
     """(kvstore for gluon.Trainer, rank, number of workers). ``dist_*`` joins MXNet's parameter server,
-    whose addresses come from the DMLC_* environment variables that MXNet's launcher sets."""
+    whose addresses come from the DMLC_* environment variables that MXNet's launcher sets.
+
+    Joining waits inside MXNet (ps-lite) until the scheduler and every server and worker have
+    registered, without a word and without end when one of them never comes: this says what it
+    waits for, and a watchdog thread ends the process with one line and status 2 after ``timeout``
+    seconds (--dist_timeout)."""
     if name not in KVSTORES:
         raise UserError('unknown --kvstore %r; choose one of %s' % (name, ', '.join(KVSTORES)))
     if not name.startswith('dist'):
@@ -53,9 +60,25 @@ def create_kvstore(name):
     if missing:
         raise UserError('--kvstore %s needs a parameter server, but %s %s not set: %s'
                         % (name, ', '.join(missing), 'is' if len(missing) == 1 else 'are', hint))
+    if not 0 < timeout < float('inf'):
+        raise UserError('--dist_timeout must be a positive number of seconds, got %s' % timeout)
+    waiting = ('the scheduler at %s:%s, %s server(s) and %s worker(s) (DMLC_*)'
+               % tuple(os.environ[v] for v in _DMLC[1:]))
+    print('--kvstore %s: waiting for %s to join' % (name, waiting), flush=True)
+    joined = threading.Event()
+
+    def give_up():
+        if not joined.wait(timeout):
+            print('error: --kvstore %s: %s did not all join within %g s (--dist_timeout); is the scheduler '
+                  'running? %s' % (name, waiting, timeout, hint), file=sys.stderr, flush=True)
+            os._exit(2)     # the main thread is stuck inside MXNet, where no exception reaches it
+
+    threading.Thread(target=give_up, name='dist_timeout', daemon=True).start()
     try:
         kv = mx.kv.create(name)
     except mx.base.MXNetError as exc:
         raise UserError('--kvstore %s: cannot join the parameter server (%s); %s'
                         % (name, first_line(exc), hint)) from exc
+    finally:
+        joined.set()
     return kv, kv.rank, kv.num_workers

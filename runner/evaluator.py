@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from metrics.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+from utils.errors import UserError
 
 
 def extract_embeddings(net, loader, ctx):
@@ -48,10 +49,21 @@ def evaluate_net(net, loaders, ctx, args, split='test'):
 
 
 def save_embeddings(embeddings, folder):
-    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m tools.evaluate``."""
-    os.makedirs(folder, exist_ok=True)
+    """NAME_embeddings.npy and NAME_labels.npy per set, for ``python3 -m tools.evaluate``; each
+    written to a temporary name, fsynced and renamed. UserError naming the file when a write fails."""
     for name, (emb, labels) in embeddings.items():
         for suffix, array in (('embeddings', emb), ('labels', labels)):
             path = os.path.join(folder, '%s_%s.npy' % (name, suffix))
-            np.save(path + '.tmp.npy', array)
-            os.replace(path + '.tmp.npy', path)
+            tmp = '%s.tmp-%d.npy' % (path, os.getpid())
+            try:
+                os.makedirs(folder, exist_ok=True)
+                with open(tmp, 'wb') as f:
+                    np.save(f, array)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise UserError('cannot write %s: %s' % (path, exc.strerror or exc)) from exc
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)

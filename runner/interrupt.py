@@ -1,8 +1,15 @@
-"""SIGTERM and SIGINT stop training cleanly: after the current iteration, with a checkpoint.
+"""SIGTERM and SIGINT stop a run at any moment with one line and exit status 128 + the signal's number.
 
-A cluster scheduler sends SIGTERM before it kills a job; Ctrl-C sends SIGINT. The first one only
-sets a flag that the training loop reads after every iteration (it then writes a checkpoint and
-exits with status 128 + the signal's number); a second one exits at once.
+A cluster scheduler sends SIGTERM before it kills a job; Ctrl-C sends SIGINT to the terminal's whole
+process group. Two phases:
+  - preparing (``prepare()``: reading and checking the data, filling the cache, building the model,
+    loading a checkpoint): nothing can be saved yet, so a signal stops the run at once, saying
+    that no checkpoint was written;
+  - training (``arm()``): the first signal only sets a flag that the training loop reads after
+    every iteration (it then writes a checkpoint and stops).
+In both, a second signal exits at once. Processes forked meanwhile (check and cache workers,
+DataLoader workers) ignore SIGINT, which the main process answers for them, and die silently on
+SIGTERM (how their pools end them), so no worker prints a traceback.
 """
 import os
 import signal
@@ -10,10 +17,20 @@ import signal
 from utils.errors import UserError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_quiet_children = False     # set while a StopFlag is active: see _child_signals
+
+
+def _child_signals():
+    if _quiet_children:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_child_signals)
 
 
 class Stopped(UserError):
-    """Training stopped by a signal after writing a checkpoint: its line, and exit status 128 + N."""
+    """A run stopped by a signal: its line, and exit status 128 + N."""
     prefix = ''
 
     def __init__(self, message, signum):
@@ -22,13 +39,8 @@ class Stopped(UserError):
 
 
 class StopFlag:
-    """The training loop's view of SIGTERM and SIGINT.
-
-    ``before_workers()`` makes SIGINT ignored, so that processes forked next (DataLoader workers)
-    ignore it: Ctrl-C reaches the whole terminal's process group, and each worker would print its
-    own KeyboardInterrupt traceback. ``arm()`` then installs the handlers in this process;
-    ``restore()`` puts the original ones back. ``signum`` is None until a signal arrives.
-    """
+    """The run's view of SIGTERM and SIGINT: ``prepare()``, then ``arm()`` when training starts,
+    ``restore()`` at the end (the original handlers back). ``signum`` is None until a signal arrives."""
 
     def __init__(self):
         self.signum = None
@@ -38,10 +50,22 @@ class StopFlag:
     def name(self):
         return signal.Signals(self.signum).name if self.signum else None
 
-    def before_workers(self):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def prepare(self):
+        global _quiet_children
+        _quiet_children = True
+        for sig in SIGNALS:
+            signal.signal(sig, self._stop_now)
+
+    def _stop_now(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        raise Stopped('stopped by %s before training began: no checkpoint was written yet (nothing to --resume)'
+                      % self.name, signum)
 
     def arm(self):
+        global _quiet_children
+        _quiet_children = True
         for sig in SIGNALS:
             signal.signal(sig, self._handle)
 
@@ -51,5 +75,7 @@ class StopFlag:
         self.signum = signum
 
     def restore(self):
+        global _quiet_children
+        _quiet_children = False
         for sig, handler in self._original.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -215,28 +215,77 @@ def _devices_flags(a):
     a('--gpu_idx', default=None, help='the official alias of --ctx: GPU ids, e.g. 0 or 0,1')
     a('--kvstore', default='device',
       help='gradient aggregation: device | local, or dist_sync | dist_async across machines')
+    a('--dist_timeout', default=300.0, type=float,
+      help='dist_* --kvstore: give up (exit 2) when the scheduler, servers and workers have not all joined '
+           'within this many seconds')
+
+
+# A --config file is a few hundred bytes; beyond this it is not one (or /dev/zero)
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def read_config(path):
-    """The flags of a config file: one ``--flag=value`` (or ``--flag value``) per line, # comments."""
+    """The flags of a config file: one ``--flag=value`` (or ``--flag value``) per line, # comments.
+
+    Only what write_config could have written is read: a regular text file (not a FIFO or device,
+    which would block or never end) of at most MAX_CONFIG_BYTES, whose values hold no control
+    character (a quoted newline would let one value pose as further flags)."""
     import shlex
+    import stat
     try:
-        with open(path) as f:
-            return shlex.split(f.read(), comments=True)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UserError('argument --config: %s is not a regular file' % path)
+        with open(path, 'rb') as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UserError('argument --config: %s is larger than %d bytes: not a file of flags'
+                            % (path, MAX_CONFIG_BYTES))
+        tokens = shlex.split(data.decode('utf-8'), comments=True)
     except OSError as exc:
         raise UserError('argument --config: cannot read %s: %s' % (path, exc.strerror)) from exc
     except UnicodeDecodeError:
         raise UserError('argument --config: %s is not a text file of flags' % path) from None
     except ValueError as exc:       # shlex: an unclosed quote
         raise UserError('argument --config: cannot parse %s: %s' % (path, exc)) from None
+    for token in tokens:
+        if _control(token):
+            raise UserError('argument --config: %s holds a value with a control character (%r); '
+                            'main.py never writes one' % (path, token[:80]))
+    return tokens
+
+
+def _control(text):
+    """The first control character (newline, tab, escape, DEL, C1) of text, or None."""
+    import unicodedata
+    return next((c for c in text if unicodedata.category(c) == 'Cc'), None)
+
+
+def check_text_flags(args):
+    """Every string flag (paths above all) is plain text: no control character, which args.txt,
+    the logs and the tools' output would carry on as line breaks or escapes, and valid UTF-8 (a
+    name in another encoding cannot be written to args.txt or printed). UserError naming the flag."""
+    for key, value in sorted(vars(args).items()):
+        if not isinstance(value, str):
+            continue
+        shown = value.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+        if _control(value):
+            raise UserError('--%s %r holds a control character (%r); give a name without one'
+                            % (key, shown, _control(value)))
+        try:
+            value.encode('utf-8')
+        except UnicodeEncodeError:
+            raise UserError('--%s %s is not valid UTF-8 text; rename it (or link to it) with a UTF-8 name'
+                            % (key, shown)) from None
 
 
 def write_config(args, path):
-    """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run."""
+    """The run's flags as a --config file, so that ``--config SAVE_DIR/args.txt`` repeats the run.
+    Written to a temporary name, fsynced and renamed: a crash leaves the old file or the new one."""
     import shlex
     skip = {'config', 'resume', 'debug', 'start_epoch', 'overwrite'}
     switches = build_parser().switches
-    lines = ['# written by main.py; python3 main.py --config %s repeats this run' % path]
+    check_text_flags(args)      # every line below is then one flag and its quoted value
+    lines = ['# written by main.py; python3 main.py --config SAVE_DIR/args.txt repeats this run']
     for key, value in sorted(vars(args).items()):
         if key in skip or value is None or (key in switches and not value):
             continue
@@ -246,9 +295,18 @@ def write_config(args, path):
         if isinstance(value, (list, tuple)):
             value = ','.join(str(v) for v in value)
         lines.append('--%s=%s' % (key, shlex.quote(str(value))))
-    with open(path + '.tmp', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(path + '.tmp', path)
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write('\n'.join(lines) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError('cannot write %s: %s' % (path, exc.strerror)) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def parse_args(argv=None):
@@ -265,6 +323,7 @@ def parse_args(argv=None):
         args.data_dir = DATA_DIRS.get(args.data_name.lower())
     if args.margin is None:
         args.margin = MARGIN_DEFAULTS.get(args.loss)
+    check_text_flags(args)
     args.eval_metrics = [m.strip() for m in args.eval_metrics.split(',') if m.strip()]
     return args
 

@@ -48,7 +48,7 @@ ON_RESUME = {
     # checkpoints
     'checkpoint_epochs': APPLIED, 'keep_checkpoints': APPLIED, 'resume': IGNORED,
     # devices, and the official command line's unused flags
-    'ctx': APPLIED, 'gpu_idx': APPLIED, 'kvstore': APPLIED,
+    'ctx': APPLIED, 'gpu_idx': APPLIED, 'kvstore': APPLIED, 'dist_timeout': APPLIED,
     'config': IGNORED, 'debug': IGNORED, 'alpha': IGNORED, 'beta': IGNORED, 'sigma': IGNORED,
 }
 

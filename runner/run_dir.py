@@ -4,12 +4,15 @@ A run holds an exclusive ``fcntl`` lock on ``SAVE_DIR/.lock`` (its PID written i
 to exit; the kernel drops it when the process dies, however it dies, so a stale file never blocks.
 A folder that holds what an earlier run leaves behind (checkpoints, ``.params`` files, TensorBoard
 events) is refused unless the run resumes it (--resume) or moves it aside (--overwrite: renamed to
-``SAVE_DIR.old-N``, never deleted). A folder holding only the ``args.txt`` of a run that failed
-at start-up is not "used".
+``SAVE_DIR.old-N``, never deleted; N is one more than any number used so far, so a name is never
+reused). --resume needs a checkpoint of that run in ``SAVE_DIR/checkpoints``: a folder that holds
+an earlier run without one is refused, rather than started afresh over its files. A folder holding
+only the ``args.txt`` of a run that failed at start-up is not "used".
 """
 import fcntl
 import glob
 import os
+import re
 
 from utils.errors import UserError
 
@@ -29,23 +32,40 @@ def earlier_run(path):
 
 
 def _aside(path):
-    """A free sibling name SAVE_DIR.old-N for --overwrite."""
-    n = 1
-    while os.path.exists('%s.old-%d' % (path, n)):
-        n += 1
-    return '%s.old-%d' % (path, n)
+    """The sibling SAVE_DIR.old-N for --overwrite, N one more than the largest taken (a deleted
+    .old-2 beside .old-3 is not reused: its number may be quoted somewhere)."""
+    taken = [int(m.group(1)) for name in glob.glob(glob.escape(path) + '.old-*')
+             for m in [re.fullmatch(r'\.old-(\d+)', name[len(path):])] if m]
+    return '%s.old-%d' % (path, max(taken, default=0) + 1)
+
+
+def _own_checkpoint(resume, path):
+    """Whether --resume (``'auto'`` or a checkpoint folder) continues the run in folder ``path``."""
+    if resume == 'auto':
+        return bool(glob.glob(os.path.join(path, 'checkpoints', 'epoch_*')))
+    return os.path.realpath(os.path.dirname(os.path.normpath(resume))) == \
+        os.path.realpath(os.path.join(path, 'checkpoints'))
 
 
 class RunDir:
-    """The run's --save_dir, locked while the object lives (``close`` or process exit releases it)."""
+    """The run's --save_dir, locked while the object lives (``close`` or process exit releases it).
 
-    def __init__(self, path, resume=False, overwrite=False):
-        self.path = path
+    resume: the --resume flag (None, 'auto' or a checkpoint folder); overwrite: --overwrite.
+    """
+
+    def __init__(self, path, resume=None, overwrite=False):
+        # 'X/' and 'X' are one folder: its .old-N is a sibling, never a folder inside it
+        self.path = os.path.abspath(path)
+        self._flag = path
         self._fd = None
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(self.path, exist_ok=True)
             self._lock()
-            used = earlier_run(path)
+            used = earlier_run(self.path)
+            if used and resume and not _own_checkpoint(resume, self.path):
+                raise UserError('--resume %s: --save_dir %s holds an earlier run (%s) with no checkpoint to continue '
+                                'it from in %s; --overwrite moves that run aside and starts afresh, or choose a new '
+                                '--save_dir' % (resume, path, ', '.join(used), os.path.join(path, 'checkpoints')))
             if used and not resume:
                 if not overwrite:
                     raise UserError('--save_dir %s holds an earlier run (%s): pass --resume to continue it, '
@@ -68,18 +88,27 @@ class RunDir:
             with os.fdopen(fd) as f:
                 pid = f.read().strip() or 'unknown'
             raise UserError('--save_dir %s is in use by a live run (PID %s); wait for it or choose another '
-                            '--save_dir' % (self.path, pid)) from None
+                            '--save_dir' % (self._flag, pid)) from None
         os.ftruncate(fd, 0)
         os.write(fd, b'%d\n' % os.getpid())
         self._fd = fd
 
     def _move_aside(self):
-        """--overwrite: the old run's files go to SAVE_DIR.old-N, the lock stays here."""
+        """--overwrite: the old run's files go to SAVE_DIR.old-N, the lock stays here; a failed
+        move puts back what it moved, so the old run is never left split over two folders."""
         old = _aside(self.path)
         os.makedirs(old)
-        for name in os.listdir(self.path):
-            if name != LOCK:
-                os.rename(os.path.join(self.path, name), os.path.join(old, name))
+        moved = []
+        try:
+            for name in sorted(os.listdir(self.path)):
+                if name != LOCK:
+                    os.rename(os.path.join(self.path, name), os.path.join(old, name))
+                    moved.append(name)
+        except OSError:
+            for name in moved:
+                os.rename(os.path.join(old, name), os.path.join(self.path, name))
+            os.rmdir(old)
+            raise
         print('--overwrite: moved the earlier run in %s to %s' % (self.path, old))
 
     def close(self):

@@ -31,5 +31,10 @@ class Summary:
             self.scalar(prefix + 'metric/' + tag, value, step)
             self.scalar(prefix + 'metric_epoch/' + tag, value, epoch)
 
+    def flush(self):
+        """Write what is buffered: called at every evaluation and checkpoint, so that a kill -9 loses
+        at most the steps since then (the writer's own flush_secs is 10 s)."""
+        self.writer.flush()
+
     def close(self):
         self.writer.close()

@@ -186,6 +186,7 @@ class TrainingLoop:
             if args.save_embeddings:
                 save_embeddings(embeddings, os.path.join(args.save_dir, 'embeddings'))
             line += '  (best)'
+        summary.flush()
         return line
 
     def save(self, epoch, iteration=0, epoch_random=None):
@@ -194,4 +195,5 @@ class TrainingLoop:
             return None
         state = {'best': self.best, 'best_chosen': self.best_chosen, 'global_step': self.global_step,
                  'args': flag_values(self.args), 'epoch_random': epoch_random}
+        self.summary.flush()        # the logs up to the checkpoint, before it exists
         return self.checkpoints.save(epoch, self.net, self.trainer, self.loss_fn, state, iteration)

@@ -296,8 +296,8 @@ def build_parser():
 
 def compare(args):
     """Print the tables (and draw the plot); the exit status: 1 if a run falls short, else 0."""
-    if args.tolerance < 0:
-        raise UserError('--tolerance must be >= 0, got %g' % args.tolerance)
+    if not 0 <= args.tolerance < math.inf:      # nan would compare False with everything: a FAIL
+        raise UserError('--tolerance must be a finite number of points >= 0, got %g' % args.tolerance)
     metric = parse_metric(args.metric)
     if args.vs is not None:
         if not args.vs:

@@ -20,8 +20,12 @@ Only this script needs PyTorch (to read the file). The layers carry timm's names
 Any other name (e.g. DeiT-distilled's dist_token) stops the conversion with its name.
 """
 import argparse
+import os
+import pickle
 import re
 import sys
+
+from utils.errors import first_line
 
 # A LayerNorm of timm: the final norm or a block's norm1 / norm2.
 LAYER_NORM = re.compile(r'^(norm|blocks\.\d+\.norm[12])\.(weight|bias)$')
@@ -51,7 +55,16 @@ def load_state_dict(path):
         import torch  # only here: the rest of the project runs without PyTorch
     except ImportError:
         raise OSError('reading a PyTorch checkpoint needs PyTorch: pip install torch (CPU build is enough)')
-    state = torch.load(path, map_location='cpu')
+    # weights_only: tensors and containers only; a full unpickle of a downloaded file could run code
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except TypeError as exc:        # PyTorch < 1.13 has no weights_only
+        raise OSError('reading a checkpoint safely needs PyTorch >= 1.13 (torch.load weights_only)') from exc
+    except pickle.UnpicklingError as exc:
+        raise ValueError('not a plain state dict of tensors (refused unread: %s)'
+                         % str(exc).strip().splitlines()[0][:200]) from exc
+    if not isinstance(state, dict):
+        raise ValueError('not a state dict (a %s)' % type(state).__name__)
     for key in ('model', 'state_dict'):          # DeiT's release wraps the weights in {'model': ...}
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -69,7 +82,17 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         print('error: %s: %s' % (args.source, exc), file=sys.stderr)
         return 2
-    mx.nd.save(args.target, {name: mx.nd.array(value) for name, value in params.items()})
+    tmp = '%s.tmp-%d' % (args.target, os.getpid())
+    try:        # a crash or a full disk leaves no truncated file under the target's name
+        mx.nd.save(tmp, {name: mx.nd.array(value) for name, value in params.items()})
+        os.replace(tmp, args.target)
+    except (OSError, mx.base.MXNetError) as exc:
+        print('error: cannot write %s: %s' % (args.target, getattr(exc, 'strerror', None) or first_line(exc)),
+              file=sys.stderr)
+        return 2
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print('wrote %d arrays to %s' % (len(params), args.target))
     return 0
 

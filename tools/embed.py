@@ -37,6 +37,10 @@ def list_images(image_dir, skip_bad_images=False):
     paths = [path for _, images in find_class_folders(image_dir, skip_bad_images) for path in images]
     if not paths:
         raise UserError('no images under %s' % image_dir)
+    broken = next((path for path in paths if '\n' in path or '\r' in path), None)
+    if broken is not None:      # OUT.txt holds one path per line
+        raise UserError('%r: a file name with a line break cannot be listed in --out\'s .txt (one path a line); '
+                        'rename it' % broken)
     return paths
 
 
@@ -79,6 +83,22 @@ def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=Fals
     return np.concatenate(feats).astype(np.float32), kept
 
 
+def write_atomic(path, write):
+    """write(binary file) to a temporary name, fsynced, renamed to path; UserError naming --out."""
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError('--out: cannot write %s (%s)' % (path, exc.strerror)) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def run(argv=None):
     args = build_parser().parse_args(argv)
     from runner.devices import parse_contexts
@@ -92,12 +112,9 @@ def run(argv=None):
     emb, kept = embed_paths(net, paths, run_args.image_size, ctx, args.batch_size,
                             args.skip_bad_images)
     listing = args.out[:-len('.npy')] + '.txt'
-    try:
-        np.save(args.out, emb)
-        with open(listing, 'w') as f:
-            f.write(''.join(path + '\n' for path in kept))
-    except OSError as exc:
-        raise UserError('--out: cannot write %s (%s)' % (exc.filename or args.out, exc.strerror))
+    write_atomic(args.out, lambda f: np.save(f, emb))
+    # a name that is not valid UTF-8 is listed as its bytes on disk, so it opens as listed
+    write_atomic(listing, lambda f: f.write(''.join(path + '\n' for path in kept).encode('utf-8', 'surrogateescape')))
     print('%d images -> %s %s, %s' % (len(kept), args.out, emb.shape, listing))
     return emb, kept
 

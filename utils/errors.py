@@ -19,6 +19,9 @@ def run_command(run, argv=None):
     """``run(argv)`` -> its exit status (None: 0); a UserError becomes its one line on stderr and
     its status (2), or its traceback when argv holds --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):     # a file name that is not UTF-8 prints escaped, never raises
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
     try:
         return run(argv) or 0
     except UserError as exc:
