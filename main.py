@@ -44,9 +44,11 @@ def describe(name, loaders):
 def train(args):
     """One run of main.py's flags ``args``; returns the best test metrics (a dict)."""
     from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
+    from data.image_list import set_max_pixels
     from model import get_model
     from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
     from runner.devices import create_kvstore, parse_contexts
+    from runner.evaluator import check_expansion_sizes
     from runner.interrupt import StopFlag
     from runner.resume import resume_from_checkpoint
     from runner.run_dir import RunDir
@@ -54,6 +56,7 @@ def train(args):
 
     ctx = parse_contexts(args.ctx, args.gpu_idx)
     check_args(args, len(ctx))
+    set_max_pixels(args.max_image_pixels)
     if args.init_from:      # a missing file stops the run before the data are read
         init_file(args.init_from)
     kvstore, rank, workers = create_kvstore(args.kvstore)
@@ -77,6 +80,8 @@ def train(args):
                 train_class_ratio=args.train_class_ratio, part=(rank, workers))
         stop.arm()
         print(describe(args.data_name, loaders))
+        with flag_errors():
+            check_expansion_sizes(loaders, args)
         with flag_errors():     # the network: trunk, pooling, Dense(embed_dim), L2 norm; the loss, EE inside
             net = get_model(args.backbone, args.embed_dim, args.pretrained and not args.init_from,
                             args.pretrained_path, ctx, pooling=args.pooling, bn_freeze=args.bn_freeze)

@@ -19,7 +19,7 @@ MAY_CHANGE = frozenset((
     'epochs', 'lr', 'lr_decay_factor', 'lr_decay_epochs', 'wd', 'momentum', 'base_lr_mult', 'proxy_lr_mult',
     'eval_epoch_term', 'recallk', 'eval_metrics', 'select_metric', 'summary_step', 'save_embeddings',
     'checkpoint_epochs', 'keep_checkpoints', 'num_workers', 'ctx', 'gpu_idx', 'kvstore', 'check_images',
-    'skip_bad_images', 'data_dir', 'pretrained_path', 'eval_qe', 'eval_dba', 'cache_images'))
+    'skip_bad_images', 'data_dir', 'pretrained_path', 'eval_qe', 'eval_dba', 'cache_images', 'max_image_pixels'))
 IGNORED = frozenset(('config', 'resume', 'debug', 'start_epoch', 'save_dir', 'overwrite', 'init_from',
                      'alpha', 'beta', 'sigma'))
 

@@ -13,8 +13,13 @@ def run_args(run_dir):
     path = os.path.join(run_dir, 'args.txt')
     if not os.path.isfile(path):
         raise UserError('%s is not a run folder of main.py (no %s)' % (run_dir, path))
-    from runner.options import parse_args
-    return parse_args(['--config', path])
+    from runner.options import check_args, parse_args
+    args = parse_args(['--config', path])
+    try:        # the same checks as main.py: a hand-edited args.txt must not reach the model
+        check_args(args, 1)
+    except UserError as exc:
+        raise UserError('%s: %s' % (path, exc)) from exc
+    return args
 
 
 def load_model(run_dir, params=None, ctx=None):
@@ -27,6 +32,7 @@ def load_model(run_dir, params=None, ctx=None):
     """
     import mxnet as mx
     from model import get_model
+    from model.params_file import check_params_file
     args = run_args(run_dir)
     params = params or os.path.join(run_dir, 'model_final.params')
     if not os.path.isfile(params):
@@ -35,8 +41,9 @@ def load_model(run_dir, params=None, ctx=None):
     net = get_model(args.backbone, args.embed_dim, False, None, ctx, pooling=args.pooling,
                     bn_freeze=args.bn_freeze)
     try:
+        check_params_file(params)
         net.load_parameters(params, ctx=ctx)
-    except (mx.base.MXNetError, AssertionError, ValueError) as exc:
+    except (mx.base.MXNetError, AssertionError, ValueError, OSError) as exc:
         raise UserError('cannot load %s into the model of %s (%s)'
                         % (params, run_dir, first_line(exc)))
     return args, net
