@@ -68,6 +68,8 @@ def read_header(path):
     size = os.path.getsize(path)
     with open(path, 'rb') as f:
         r = _Reader(f, size)
+        if size < 16:
+            raise BadParamsFile('not an MXNet parameter file (%d bytes)' % size)
         magic, _ = r.unpack('<QQ', 'the file header')
         if magic != LIST_MAGIC:
             raise BadParamsFile('not an MXNet parameter file (magic %#x, expected %#x)' % (magic, LIST_MAGIC))

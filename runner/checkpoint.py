@@ -389,16 +389,21 @@ def _checked(folder, name, names=True):
 
 def init_file(path):
     """The parameter file ``--init_from PATH`` names: PATH itself, or PATH/model_final.params when
-    PATH is a run's --save_dir. UserError (one line, naming the flag) when there is none."""
+    PATH is a run's --save_dir. UserError (one line, naming the flag) when there is none, or it is
+    not a file of named float32 arrays that fit in its size (model.params_file)."""
     if os.path.isdir(path):
         final = os.path.join(path, 'model_final.params')
         if not os.path.isfile(final):
             raise UserError('--init_from %s is a folder without model_final.params (did that run finish? '
                             'name one of its model_epoch_*.params instead)' % path)
-        return final
-    if not os.path.isfile(path):
+        path = final
+    elif not os.path.isfile(path):
         raise UserError('--init_from %s does not exist (expected a .params file main.py wrote, or its run folder)'
                         % path)
+    try:        # its header bounded before MXNet reads it (model.params_file)
+        check_params_file(path)
+    except (OSError, ValueError) as exc:
+        raise UserError('--init_from %s: %s' % (path, first_line(exc))) from exc
     return path
 
 
@@ -410,10 +415,6 @@ def init_from(net, path, ctx, flags=''):
     --backbone/--embed_dim, to say what did not fit). Returns the file loaded.
     """
     path = init_file(path)
-    try:
-        check_params_file(path)
-    except (OSError, ValueError) as exc:
-        raise UserError('--init_from %s: %s' % (path, first_line(exc))) from exc
     try:
         net.load_parameters(path, ctx=ctx)
     except Exception as exc:  # MXNet says "does not fit" as AssertionError, MXNetError or ValueError

@@ -203,7 +203,7 @@ class TrainingLoop:
         try:
             return evaluate_net(self.net, self.loaders, self.ctx, self.args, split=split)
         except NonFiniteEmbeddings as exc:
-            raise self.diverged(str(exc), epoch) from exc
+            raise self.diverged('the weights diverged: %s' % exc, epoch) from exc
 
     def save(self, epoch, iteration=0, epoch_random=None):
         """The chief's checkpoint after ``epoch`` epochs and ``iteration`` steps of the next."""

@@ -37,13 +37,16 @@ def load_model(run_dir, params=None, ctx=None):
     params = params or os.path.join(run_dir, 'model_final.params')
     if not os.path.isfile(params):
         raise UserError('--params: no such file: %s' % params)
+    try:        # before MXNet reads it, and before the model is built
+        check_params_file(params)
+    except (OSError, ValueError) as exc:
+        raise UserError('--params %s: %s' % (params, first_line(exc))) from exc
     ctx = list(ctx or [mx.cpu()])
     net = get_model(args.backbone, args.embed_dim, False, None, ctx, pooling=args.pooling,
                     bn_freeze=args.bn_freeze)
     try:
-        check_params_file(params)
         net.load_parameters(params, ctx=ctx)
-    except (mx.base.MXNetError, AssertionError, ValueError, OSError) as exc:
+    except (mx.base.MXNetError, AssertionError, ValueError) as exc:
         raise UserError('cannot load %s into the model of %s (%s)'
                         % (params, run_dir, first_line(exc)))
     return args, net
