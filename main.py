@@ -49,15 +49,18 @@ def train(args):
     run_dir = None
     try:
         from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
+        from data.image_list import set_max_pixels
         from model import get_model
         from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
         from runner.devices import create_kvstore, parse_contexts
+        from runner.evaluator import check_expansion_sizes
         from runner.resume import resume_from_checkpoint
         from runner.run_dir import RunDir
         from runner.trainer import TrainingLoop
 
         ctx = parse_contexts(args.ctx, args.gpu_idx)
         check_args(args, len(ctx))
+        set_max_pixels(args.max_image_pixels)
         if args.init_from:      # a missing file stops the run before the data are read
             init_file(args.init_from)
         kvstore, rank, workers = create_kvstore(args.kvstore, args.dist_timeout)
@@ -77,6 +80,8 @@ def train(args):
                 skip_bad_images=args.skip_bad_images, cache_images=args.cache_images,
                 train_class_ratio=args.train_class_ratio, part=(rank, workers))
         print(describe(args.data_name, loaders))
+        with flag_errors():
+            check_expansion_sizes(loaders, args)
         with flag_errors():     # the network: trunk, pooling, Dense(embed_dim), L2 norm; the loss, EE inside
             net = get_model(args.backbone, args.embed_dim, args.pretrained and not args.init_from,
                             args.pretrained_path, ctx, pooling=args.pooling, bn_freeze=args.bn_freeze)

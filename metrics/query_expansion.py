@@ -98,6 +98,13 @@ def _check_k(k, n_items, flag):
     return int(k)
 
 
+def check_expansion(qe, dba, n_database, self_retrieval, names=('qe', 'dba')):
+    """(qe, dba) as ints; ValueError (naming them as ``names``) when either is negative or asks for
+    more neighbours than a database of ``n_database`` items has (itself left out when self_retrieval)."""
+    return (_check_k(qe, n_database - (1 if self_retrieval else 0), names[0]),
+            _check_k(dba, n_database - 1, names[1]))
+
+
 def expand_queries_database(database, queries=None, qe=0, dba=0, block_size=None):
     """Apply DBA to the database, then QE to the queries; returns (queries', database').
 
@@ -113,9 +120,7 @@ def expand_queries_database(database, queries=None, qe=0, dba=0, block_size=None
     # A NaN would match no threshold in top_k_rows and leave its neighbour slots unset.
     if not (np.isfinite(x).all() and np.isfinite(q).all()):
         raise ValueError('embeddings contain NaN or inf')
-    others = x.shape[0] - (1 if self_retrieval else 0)
-    dba = _check_k(dba, x.shape[0] - 1, 'dba')
-    qe = _check_k(qe, others, 'qe')
+    qe, dba = check_expansion(qe, dba, x.shape[0], self_retrieval)
     if dba:
         x = _l2norm(neighbour_sum(x, x, dba, True, block_size))
     if qe:

@@ -35,8 +35,13 @@ def pretrained_file(name, pretrained_path=None):
 
 def load_into(net, path, backbone, ctx):
     """Load ``path`` into ``net`` (a full gluoncv classifier), naming the file when it does not fit."""
+    from .params_file import check_params_file
     try:
-        net.load_parameters(path, ctx=ctx, cast_dtype=True)
+        check_params_file(path)
+    except (OSError, ValueError) as exc:
+        raise UserError('pretrained file %s (--pretrained_path): %s' % (path, first_line(exc))) from exc
+    try:
+        net.load_parameters(path, ctx=ctx)
     except Exception as exc:  # MXNet reports missing/extra/mis-shaped parameters as AssertionError etc.
         raise UserError('pretrained file %s does not match backbone %s (--pretrained_path): %s'
                         % (path, backbone, first_line(exc))) from exc

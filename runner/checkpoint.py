@@ -30,6 +30,7 @@ import shutil
 import mxnet as mx
 import numpy as np
 
+from model.params_file import check_params_file, read_header
 from utils.errors import UserError, first_line
 
 FORMAT = 2
@@ -98,14 +99,21 @@ def _flatten(state, key, arrays):
     raise TypeError('cannot checkpoint an optimiser state of type %s' % type(state).__name__)
 
 
-def _unflatten(structure, key, arrays):
+def _unflatten(structure, key, arrays, shape):
+    """The state _flatten wrote; every array must have its parameter's ``shape`` (an Adam moment,
+    an SGD momentum: all are shaped like the weight)."""
     if structure is None:
         return None
     if structure == 'array':
         if key not in arrays:
             raise ValueError('optimizer.params lacks %s' % key)
+        if list(arrays[key].shape) != shape:
+            raise ValueError('optimizer.params: %s has shape %s, its parameter %s'
+                             % (key, list(arrays[key].shape), shape))
         return arrays[key]
-    return tuple(_unflatten(s, '%s/%d' % (key, j), arrays) for j, s in enumerate(structure))
+    if not isinstance(structure, list):
+        raise ValueError('the optimiser state %s is %r, expected "array", null or a list' % (key, structure))
+    return tuple(_unflatten(s, '%s/%d' % (key, j), arrays, shape) for j, s in enumerate(structure))
 
 
 def optimizer_state(trainer):
@@ -131,7 +139,10 @@ def restore_optimizer_state(trainer, arrays, info):
     if info['shapes'] != shapes:
         raise ValueError('its optimiser states are for %d parameters of other shapes than this model\'s %d'
                          % (len(info['shapes']), len(shapes)))
-    states = {int(i): _unflatten(s, 'state/%s' % i, arrays) for i, s in info['structure'].items()}
+    if any(not (i.isdigit() and int(i) < len(shapes)) for i in info['structure']):
+        raise ValueError('its optimiser states name parameters %s of a model of %d'
+                         % (sorted(info['structure']), len(shapes)))
+    states = {int(i): _unflatten(s, 'state/%s' % i, arrays, shapes[int(i)]) for i, s in info['structure'].items()}
     for updater in trainer._updaters:
         # each device's updater moves its copy to its own context on first use
         updater.states = dict(states)
@@ -159,6 +170,51 @@ def set_random_state(state):
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_state(state, name=None):
+    """ValueError naming the first field of a state.json (as Checkpointer.save writes it) of the wrong type
+    or out of range. ``name``: the match of the folder's name (epoch_NNNNN[_iter_IIIII]), which the
+    epoch and iteration must repeat; a rewritten manifest must not make a run skip or redo training."""
+    def bad(field, expected):
+        value = state.get(field) if isinstance(state, dict) else state
+        return ValueError('state.json: %s is %s, expected %s' % (field, json.dumps(value)[:60], expected))
+    if not isinstance(state, dict):
+        raise bad('the file', 'an object')
+    args = state.get('args')
+    if not isinstance(args, dict) or not _is_int(args.get('epochs'), 1):
+        raise ValueError('state.json: "args" does not hold the run\'s flags')
+    if not _is_int(state.get('epoch')) or state['epoch'] > args['epochs']:
+        raise bad('epoch', 'an integer in [0, --epochs (%d)] of the run that wrote it' % args['epochs'])
+    if not _is_int(state.get('iteration')) or (state['iteration'] and state['epoch'] == args['epochs']):
+        raise bad('iteration', 'an integer >= 0 (0 at the end of the run)')
+    if name and (int(name.group(1)), int(name.group(2) or 0)) != (state['epoch'], state['iteration']):
+        raise ValueError('state.json: epoch %d, iteration %d disagree with the folder\'s name %s'
+                         % (state['epoch'], state['iteration'], name.group(0)))
+    if not _is_int(state.get('global_step')):
+        raise bad('global_step', 'an integer >= 0')
+    best = state.get('best')
+    if not isinstance(best, dict) or not all(_is_number(v) for v in best.values()):
+        raise bad('best', 'an object of finite metric values')
+    if state.get('best_chosen') is not None and not _is_number(state['best_chosen']):
+        raise bad('best_chosen', 'null or a finite number')
+    if not isinstance(state.get('random'), dict) or (state['iteration'] and not isinstance(state.get('epoch_random'), dict)):
+        raise bad('random', 'the random states (and epoch_random when stopped mid-epoch)')
+    opt = state.get('optimizer')
+    if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get('structure'), dict)
+                                and isinstance(opt.get('shapes'), list) and _is_int(opt.get('num_update'))
+                                and isinstance(opt.get('update_counts'), dict)
+                                and all(isinstance(c, dict) and all(_is_int(n) for n in c.values())
+                                        for c in opt['update_counts'].values())):
+        raise bad('optimizer', 'null or the optimiser\'s structure, shapes and update counts')
+
+
 def checkpoint_name(epoch, iteration=0):
     return 'epoch_%05d' % epoch + ('_iter_%05d' % iteration if iteration else '')
 
@@ -180,6 +236,8 @@ def verify(path):
             raise CorruptCheckpoint('format %r, expected %d' % (manifest.get('format'), FORMAT))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptCheckpoint('unreadable %s (%s)' % (MANIFEST, first_line(exc))) from exc
+    if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+        raise CorruptCheckpoint('%s: "files" is not a mapping of file names to their size and sha256' % MANIFEST)
     for name, entry in sorted(files.items()):
         file = os.path.join(path, name)
         if os.path.basename(name) != name or not os.path.isfile(file):
@@ -287,7 +345,9 @@ class Checkpointer:
             if not verified:
                 verify(path)
             with open(os.path.join(path, 'state.json')) as f:
-                return json.load(f)
+                state = json.load(f)
+            check_state(state, _NAME.match(os.path.basename(os.path.normpath(path))))
+            return state
         except CorruptCheckpoint as exc:
             raise UserError('cannot resume from %s (--resume): corrupt checkpoint (%s)' % (path, exc)) from exc
         except (OSError, ValueError) as exc:
@@ -303,11 +363,12 @@ class Checkpointer:
         """
         try:
             state = dict(state) if state is not None else Checkpointer.read_state(path)
-            net.load_parameters(os.path.join(path, 'model.params'), ctx=ctx)
+            # every file's header is bounded before MXNet reads it: a rewritten manifest vouches for anything
+            net.load_parameters(_checked(path, 'model.params'), ctx=ctx)
             if os.path.exists(os.path.join(path, 'loss.params')):
-                loss.load_parameters(os.path.join(path, 'loss.params'), ctx=ctx)
+                loss.load_parameters(_checked(path, 'loss.params'), ctx=ctx)
             if state.get('optimizer'):
-                arrays = mx.nd.load(os.path.join(path, 'optimizer.params'))
+                arrays = mx.nd.load(_checked(path, 'optimizer.params', names=None))
                 # an empty dict comes back as an empty list
                 restore_optimizer_state(trainer, arrays or {}, state['optimizer'])
             set_random_state(state.pop('random'))
@@ -316,18 +377,37 @@ class Checkpointer:
         return state
 
 
+def _checked(folder, name, names=True):
+    """folder/name after model.params_file checked it (names None: any array list, even empty);
+    ValueError naming the file otherwise."""
+    file = os.path.join(folder, name)
+    try:
+        if names is None:
+            read_header(file)
+        else:
+            check_params_file(file, names)
+    except ValueError as exc:
+        raise ValueError('%s: %s' % (name, exc)) from exc
+    return file
+
+
 def init_file(path):
     """The parameter file ``--init_from PATH`` names: PATH itself, or PATH/model_final.params when
-    PATH is a run's --save_dir. UserError (one line, naming the flag) when there is none."""
+    PATH is a run's --save_dir. UserError (one line, naming the flag) when there is none, or it is
+    not a file of named float32 arrays that fit in its size (model.params_file)."""
     if os.path.isdir(path):
         final = os.path.join(path, 'model_final.params')
         if not os.path.isfile(final):
             raise UserError('--init_from %s is a folder without model_final.params (did that run finish? '
                             'name one of its model_epoch_*.params instead)' % path)
-        return final
-    if not os.path.isfile(path):
+        path = final
+    elif not os.path.isfile(path):
         raise UserError('--init_from %s does not exist (expected a .params file main.py wrote, or its run folder)'
                         % path)
+    try:        # its header bounded before MXNet reads it (model.params_file)
+        check_params_file(path)
+    except (OSError, ValueError) as exc:
+        raise UserError('--init_from %s: %s' % (path, first_line(exc))) from exc
     return path
 
 
@@ -340,7 +420,7 @@ def init_from(net, path, ctx, flags=''):
     """
     path = init_file(path)
     try:
-        net.load_parameters(path, ctx=ctx, cast_dtype=True)
+        net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError, KeyError, TypeError) as exc:
         # MXNet says "does not fit" as AssertionError, MXNetError or ValueError (a signal's Stopped passes)
         first = first_line(exc).split(', which contains parameters')[0]     # MXNet then lists every name

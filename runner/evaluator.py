@@ -12,8 +12,13 @@ from metrics.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_galle
 from utils.errors import UserError
 
 
+class NonFiniteEmbeddings(ValueError):
+    """The network gave NaN or infinite embeddings: its weights diverged."""
+
+
 def extract_embeddings(net, loader, ctx):
-    """Embeddings (n, embed_dim) float32 and labels (n,) of a loader, in its order."""
+    """Embeddings (n, embed_dim) float32 and labels (n,) of a loader, in its order;
+    NonFiniteEmbeddings when any is NaN or infinite."""
     import mxnet as mx
     from tqdm import tqdm
     feats, labels = [], []
@@ -21,7 +26,22 @@ def extract_embeddings(net, loader, ctx):
         parts = mx.gluon.utils.split_and_load(images, ctx, even_split=False)
         feats.extend(net(x).asnumpy() for x in parts)
         labels.append(y.asnumpy())
-    return np.concatenate(feats), np.concatenate(labels)
+    feats = np.concatenate(feats)
+    if not np.isfinite(feats).all():
+        raise NonFiniteEmbeddings('the embeddings of %d of %d images are NaN or infinite'
+                                  % ((~np.isfinite(feats).all(axis=1)).sum(), len(feats)))
+    return feats, np.concatenate(labels)
+
+
+def check_expansion_sizes(loaders, args):
+    """ValueError when --eval_qe or --eval_dba asks for more neighbours than an evaluated split
+    has, so that it stops the run before training rather than at the first evaluation."""
+    from metrics.query_expansion import check_expansion
+    if loaders.gallery is not None:
+        check_expansion(args.eval_qe, args.eval_dba, len(loaders.gallery.labels), False, ('eval_qe', 'eval_dba'))
+    for split in (loaders.test, loaders.val):
+        if split is not None:
+            check_expansion(args.eval_qe, args.eval_dba, len(split.labels), True, ('eval_qe', 'eval_dba'))
 
 
 def evaluate_net(net, loaders, ctx, args, split='test'):

@@ -94,6 +94,7 @@ def build_parser():
 
 def _data_flags(a):
     from data.registry import DATA_DIRS, PREPARED
+    from data.image_header import DEFAULT_MAX_PIXELS
     a('--data_name', default='digits',
       help='digits (offline, bundled) | cars196 (official: car196) | cub200 | sop | inshop | folder')
     a('--data_dir', default=None,
@@ -110,6 +111,9 @@ def _data_flags(a):
     a('--cache_images', action='store_true',
       help='decode every image once and keep it resized in shared memory (README: sizes; for GPUs)')
     a('--image_size', default=227, type=int, help='width and height of input images')
+    a('--max_image_pixels', default=DEFAULT_MAX_PIXELS, type=int,
+      help='refuse (or with --skip_bad_images leave out) images of more pixels, read from their header '
+           'before decoding: a small file can claim a huge image')
     a('--batch_size', default=128, type=int, help='images per training batch')
     a('--num_instances', default=32, type=int, help='images per class in a batch (even with EE)')
     a('--num_workers', default=10, type=int, help='DataLoader worker processes (0: in the main process)')
@@ -341,6 +345,7 @@ def check_args(args, num_devices):
         check_batch_layout(args.batch_size, args.num_instances)
         if issubclass(LOSSES[args.loss], PairLoss):
             LOSSES[args.loss].check_layout(args.num_instances, args.n_inner_pts)
+    check_ranges(args)
     if args.batch_size % num_devices:
         raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
                         % (args.batch_size, num_devices))
@@ -361,20 +366,44 @@ def check_args(args, num_devices):
         raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
     if not 0 <= args.start_epoch < args.epochs:
         raise UserError('--start_epoch (%d) must be in [0, --epochs (%d))' % (args.start_epoch, args.epochs))
-    for flag, value in (('--lr', args.lr), ('--embed_dim', args.embed_dim), ('--lr_decay_factor', args.lr_decay_factor)):
-        if not value > 0:
-            raise UserError('%s must be positive, got %s' % (flag, value))
-    if args.wd < 0:
-        raise UserError('--wd must be >= 0, got %s' % args.wd)
-    if args.image_size < MIN_IMAGE_SIZE:
-        raise UserError('--image_size must be at least %d (the trunk downsamples 32x), got %d'
-                        % (MIN_IMAGE_SIZE, args.image_size))
     keys = metric_keys(args)
     if args.select_metric and args.select_metric not in keys:
         raise UserError('--select_metric %s is not evaluated; choose one of %s' % (args.select_metric, ', '.join(keys)))
 
 
 MIN_IMAGE_SIZE = 32
+# Flag ranges (low, high, whether each end is included); a float flag must also be finite (NaN
+# passes no comparison and would reach the optimiser: --momentum nan trains as 0). The upper ends
+# of sizes stop a flag from asking for more memory than any machine has before anything is built.
+RANGES = {
+    'lr': (0, None, False), 'wd': (0, None, True), 'momentum': (0, 1, (True, False)),
+    'base_lr_mult': (0, None, True), 'proxy_lr_mult': (0, None, True), 'lr_decay_factor': (0, 1, (False, True)),
+    'seed': (0, 2 ** 31 - 1, True), 'embed_dim': (1, 16384, True), 'image_size': (MIN_IMAGE_SIZE, 2048, True),
+    'num_workers': (0, 256, True), 'max_image_pixels': (1, None, True),
+    'margin': (0, None, True), 'lifted_margin': (0, None, True), 'npair_l2_reg': (0, None, True),
+    'ms_alpha': (0, None, False), 'ms_beta': (0, None, False), 'ms_epsilon': (0, None, True),
+    'pa_margin': (0, None, True), 'pa_alpha': (0, None, False), 'see_lambda': (0, None, True),
+    'val_class_ratio': (0, 1, (True, False)),
+}
+
+
+def check_ranges(args):
+    """UserError naming the first flag outside RANGES, or the first float flag that is not finite."""
+    import math
+    for action in build_parser()._actions:
+        value = getattr(args, action.dest, None)
+        if action.type is float and value is not None and not math.isfinite(value):
+            raise UserError('--%s must be a finite number, got %s' % (action.dest, value))
+    for dest, (low, high, closed) in RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        closed_low, closed_high = closed if isinstance(closed, tuple) else (closed, closed)
+        if value < low or (value == low and not closed_low) or \
+                (high is not None and (value > high or (value == high and not closed_high))):
+            raise UserError('--%s must be in %s%s, %s%s, got %s' % (
+                dest, '[' if closed_low else '(', low, 'inf' if high is None else high,
+                ']' if closed_high and high is not None else ')', value))
 # the key each --eval_metrics entry reports (recall: R@K per K)
 METRIC_KEYS = {'map_at_r': 'MAP@R', 'r_precision': 'RP', 'nmi': 'NMI', 'f1': 'F1'}
 

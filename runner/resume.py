@@ -27,7 +27,7 @@ ON_RESUME = {
     'data_name': REFUSED, 'train_class_ratio': REFUSED, 'val_class_ratio': REFUSED, 'image_size': REFUSED,
     'batch_size': REFUSED, 'num_instances': REFUSED,
     'data_dir': APPLIED, 'check_images': APPLIED, 'skip_bad_images': APPLIED, 'cache_images': APPLIED,
-    'num_workers': APPLIED,
+    'num_workers': APPLIED, 'max_image_pixels': APPLIED,
     # model (the checkpoint holds the weights, so where the ImageNet ones came from no longer matters)
     'backbone': REFUSED, 'embed_dim': REFUSED, 'pretrained': REFUSED, 'pooling': REFUSED, 'bn_freeze': REFUSED,
     'pretrained_path': APPLIED, 'init_from': IGNORED,
@@ -119,12 +119,32 @@ class Resume:
             return progress
         state = Checkpointer.load(self.path, net, trainer, loss, ctx, self.state)
         progress.update((k, state[k]) for k in progress if k in state)
+        rebase_best(progress, state.get('args', {}), self.args)
         if progress['iteration']:       # stopped mid-epoch: redraw that epoch from its start
             set_random_state(state['epoch_random'])
         print('resumed from %s: epoch %d%s, best %s' % (
             self.path, progress['epoch'], ' + %d iterations' % progress['iteration'] if progress['iteration'] else '',
             format_metrics(progress['best'])))
         return progress
+
+
+def rebase_best(progress, saved, args):
+    """Forget the best so far when the metric that chooses the best epoch changed on resume
+    (--select_metric, or --recallk/--eval_metrics behind the default): the saved best value is of
+    the old metric, and comparing the new one with it would keep a worse epoch. The next evaluation
+    is then the best so far; the model_epoch_*.params of earlier bests stay on disk."""
+    from argparse import Namespace
+
+    from runner.options import selection_metric
+    try:
+        old = selection_metric(Namespace(**{k: saved[k] for k in ('select_metric', 'recallk', 'eval_metrics')}))
+    except (KeyError, TypeError, IndexError):   # a checkpoint of a version without these flags
+        return
+    new = selection_metric(args)
+    if old != new and progress['best_chosen'] is not None:
+        print('resume: the best epoch is now chosen on %s (was %s): the best so far restarts at the next '
+              'evaluation' % (new, old))
+        progress['best'], progress['best_chosen'] = {}, None
 
 
 def resume_from_checkpoint(args, checkpoints, warn):

@@ -10,7 +10,7 @@ import numpy as np
 
 from metrics.evaluation import format_metrics as fmt
 from runner.checkpoint import random_state, save_parameters_atomic
-from runner.evaluator import evaluate_net, save_embeddings
+from runner.evaluator import NonFiniteEmbeddings, evaluate_net, save_embeddings
 from runner.interrupt import Stopped
 from runner.options import selection_metric
 from runner.resume import flag_values
@@ -87,6 +87,10 @@ class TrainingLoop:
             step=[e * self.steps for e in args.lr_decay_epochs], factor=args.lr_decay_factor, base_lr=args.lr)
         self.select = selection_metric(args)
         self.epoch, self.skip = progress['epoch'], progress['iteration']
+        if self.epoch > args.epochs or not 0 <= self.skip < self.steps:
+            raise UserError('cannot continue at epoch %d, iteration %d: --epochs is %d and an epoch holds %d '
+                            'iterations (a checkpoint of another schedule, or a rewritten one)'
+                            % (self.epoch, self.skip, args.epochs, self.steps))
         self.best, self.best_chosen = progress['best'], progress['best_chosen']
         self.loss_value, self.synthetic, self.global_step = float('nan'), None, self.epoch * self.steps + self.skip
         self.trunk_grad_req = {p.name: p.grad_req for p in net.backbone.collect_params().values()}
@@ -138,17 +142,22 @@ class TrainingLoop:
                                                              self.ctx)
             self.global_step = epoch * self.steps + i + 1
             if not np.isfinite(self.loss_value):
-                last = self.checkpoints.latest()
-                raise TrainingDiverged('loss is %s at epoch %d, iteration %d (global step %d); %s'
-                                       % (self.loss_value, epoch + 1, i + 1, self.global_step,
-                                          'the last good checkpoint is %s (--resume)' % last if last
-                                          else 'no checkpoint was written yet'))
+                raise self.diverged('loss is %s' % self.loss_value, epoch + 1, i + 1)
             if self.chief and i % args.summary_step == 0:
                 self.log_step(embeddings, labels)
             if self.stop.signum:
                 path = self.save(epoch, i + 1, epoch_random)
                 raise Stopped('stopped by %s at epoch %d, iteration %d: checkpoint %s (continue with --resume)'
                               % (self.stop.name, epoch + 1, i + 1, path), self.stop.signum)
+
+    def diverged(self, what, epoch, iteration=None):
+        """The TrainingDiverged of ``what`` (loss is nan, ...) at 1-based ``epoch`` (and ``iteration``),
+        naming the last good checkpoint."""
+        last = self.checkpoints.latest()
+        return TrainingDiverged('%s at epoch %d%s (global step %d); %s'
+                                % (what, epoch, ', iteration %d' % iteration if iteration else '', self.global_step,
+                                   'the last good checkpoint is %s (--resume)' % last if last
+                                   else 'no checkpoint was written yet'))
 
     def log_step(self, embeddings, labels):
         self.summary.scalar('lr', self.trainer.learning_rate, self.global_step)
@@ -171,11 +180,11 @@ class TrainingLoop:
         """Evaluate, log, and keep the epoch when it is the best so far on the selection metric
         (validation classes when held out, else the test set, as the release). Returns the log line."""
         args, summary = self.args, self.summary
-        metrics, embeddings = evaluate_net(self.net, self.loaders, self.ctx, args)
+        metrics, embeddings = self.evaluate(epoch)
         summary.metrics(metrics, self.global_step, epoch)
         line, chosen = fmt(metrics), metrics
         if self.loaders.val:     # choose the epoch on held-out training classes, not on the test set
-            chosen = evaluate_net(self.net, self.loaders, self.ctx, args, split='val')[0]
+            chosen = self.evaluate(epoch, 'val')[0]
             summary.metrics(chosen, self.global_step, epoch, prefix='val_')
             line = 'val %s | test %s' % (fmt(chosen), line)
         if chosen.get(self.select, -1.0) > (-1.0 if self.best_chosen is None else self.best_chosen):
@@ -188,6 +197,14 @@ class TrainingLoop:
             line += '  (best)'
         summary.flush()
         return line
+
+    def evaluate(self, epoch, split='test'):
+        """evaluate_net of ``split`` after ``epoch`` epochs; weights that diverged in the last steps
+        (the loss still finite) give NaN or infinite embeddings: the same line as a NaN loss."""
+        try:
+            return evaluate_net(self.net, self.loaders, self.ctx, self.args, split=split)
+        except NonFiniteEmbeddings as exc:
+            raise self.diverged('the weights diverged: %s' % exc, epoch) from exc
 
     def save(self, epoch, iteration=0, epoch_random=None):
         """The chief's checkpoint after ``epoch`` epochs and ``iteration`` steps of the next."""

@@ -26,6 +26,8 @@ def build_parser():
     p.add_argument('--ctx', default=None, help='cpu (default) | gpu:0')
     p.add_argument('--skip_bad_images', action='store_true',
                    help='leave out images that cannot be decoded (with a warning) instead of stopping')
+    p.add_argument('--max_image_pixels', type=int, default=None,
+                   help='refuse images of more pixels by their header (default: the run\'s)')
     return p
 
 
@@ -102,12 +104,15 @@ def write_atomic(path, write):
 def run(argv=None):
     args = build_parser().parse_args(argv)
     from runner.devices import parse_contexts
-    if args.batch_size < 1:
-        raise UserError('--batch_size must be positive, got %d' % args.batch_size)
+    if args.batch_size < 1 or (args.max_image_pixels is not None and args.max_image_pixels < 1):
+        raise UserError('--batch_size and --max_image_pixels must be positive, got %d and %s'
+                        % (args.batch_size, args.max_image_pixels))
     if not args.out.endswith('.npy'):
         raise UserError('--out must name a .npy file, got %s' % args.out)
     ctx = parse_contexts(args.ctx)
     run_args, net = load_model(args.run_dir, args.params, ctx)
+    from data.image_list import set_max_pixels
+    set_max_pixels(args.max_image_pixels or run_args.max_image_pixels)
     paths = list_images(args.image_dir, args.skip_bad_images)
     emb, kept = embed_paths(net, paths, run_args.image_size, ctx, args.batch_size,
                             args.skip_bad_images)

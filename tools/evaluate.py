@@ -46,11 +46,34 @@ def _parse_metrics(text, allowed, flag_context):
     return metrics
 
 
+def _check_npy_header(path):
+    """ValueError unless ``path`` is a .npy file whose header's shape and dtype fit in the bytes it
+    holds: np.load would allocate what a 200-byte header claims (10^12 rows) before reading."""
+    from numpy.lib import format as npy
+    with open(path, 'rb') as f:
+        if f.read(6) != npy.MAGIC_PREFIX:
+            raise ValueError('not a .npy file%s' % (' (a .npz archive: give each array as a .npy file)'
+                                                   if path.endswith('.npz') else ''))
+        f.seek(0)
+        version = npy.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError('.npy format version %d.%d is not read' % version)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(f)
+        if dtype.hasobject:
+            raise ValueError('it holds Python objects, not numbers')
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if claimed != os.path.getsize(path) - f.tell():
+            raise ValueError('its header claims %s %s values (%d bytes) but it holds %d bytes'
+                             % (shape, dtype, claimed, os.path.getsize(path) - f.tell()))
+
+
 def _load(path, flag, ndim):
     """Load an .npy file given with ``flag`` and check its number of dimensions."""
     if not os.path.isfile(path):
         raise UserError('%s: no such file: %s' % (flag, path))
     try:
+        _check_npy_header(path)
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise UserError('%s: cannot read %s as a .npy array (%s)' % (flag, path, exc))

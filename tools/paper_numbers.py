@@ -6,6 +6,7 @@ name of the row's config file without the data set, so ``configs/ee/cars196_ee_h
 has the key ``cars196/ee_hphn_triplet``.
 """
 import csv
+import math
 import os
 import shlex
 
@@ -25,6 +26,8 @@ def load_paper_numbers(path=DEFAULT_CSV):
             rows = list(csv.reader(f))
     except OSError as exc:
         raise UserError('cannot read the paper numbers %s: %s' % (path, exc.strerror)) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:      # a binary file, a NUL byte
+        raise UserError('the paper numbers %s are not a CSV text file (%s)' % (path, exc)) from None
     if not rows or rows[0] != COLUMNS:
         raise UserError('%s: the first line must be %s' % (path, ','.join(COLUMNS)))
     table = {}
@@ -33,7 +36,10 @@ def load_paper_numbers(path=DEFAULT_CSV):
             raise UserError('%s line %d: expected %d fields, got %d' % (path, line, len(COLUMNS), len(row)))
         _, dataset, method, metric, value = row
         try:
-            table.setdefault('%s/%s' % (dataset, method), {})[metric] = float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            table.setdefault('%s/%s' % (dataset, method), {})[metric] = number
         except ValueError:
             raise UserError('%s line %d: value %r is not a number' % (path, line, value)) from None
     return table

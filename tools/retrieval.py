@@ -91,9 +91,13 @@ def run(argv=None):
     args = build_parser().parse_args(argv)
     from data import get_dataset
     from tools.run import run_args
-    if args.queries < 1 or args.k < 1 or args.tile < 8:
-        raise UserError('--queries and --k must be positive and --tile at least 8')
+    if args.queries < 1 or args.k < 1 or not 8 <= args.tile <= 1024:
+        raise UserError('--queries and --k must be positive and --tile in [8, 1024]')
+    if os.path.splitext(args.out)[1].lower() not in ('.png', '.jpg', '.jpeg'):
+        raise UserError('--out %s: expected a .png or .jpg file name' % args.out)
     conf = run_args(args.run_dir)
+    from data.image_list import set_max_pixels
+    set_max_pixels(conf.max_image_pixels)
     folder = os.path.join(args.run_dir, 'embeddings')
     query_gallery = os.path.isfile(os.path.join(folder, 'query_embeddings.npy'))
     if not query_gallery and not os.path.isfile(os.path.join(folder, 'test_embeddings.npy')):

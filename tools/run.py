@@ -13,8 +13,13 @@ def run_args(run_dir):
     path = os.path.join(run_dir, 'args.txt')
     if not os.path.isfile(path):
         raise UserError('%s is not a run folder of main.py (no %s)' % (run_dir, path))
-    from runner.options import parse_args
-    return parse_args(['--config', path])
+    from runner.options import check_args, parse_args
+    args = parse_args(['--config', path])
+    try:        # the same checks as main.py: a hand-edited args.txt must not reach the model
+        check_args(args, 1)
+    except UserError as exc:
+        raise UserError('%s: %s' % (path, exc)) from exc
+    return args
 
 
 def load_model(run_dir, params=None, ctx=None):
@@ -27,10 +32,15 @@ def load_model(run_dir, params=None, ctx=None):
     """
     import mxnet as mx
     from model import get_model
+    from model.params_file import check_params_file
     args = run_args(run_dir)
     params = params or os.path.join(run_dir, 'model_final.params')
     if not os.path.isfile(params):
         raise UserError('--params: no such file: %s' % params)
+    try:        # before MXNet reads it, and before the model is built
+        check_params_file(params)
+    except (OSError, ValueError) as exc:
+        raise UserError('--params %s: %s' % (params, first_line(exc))) from exc
     ctx = list(ctx or [mx.cpu()])
     net = get_model(args.backbone, args.embed_dim, False, None, ctx, pooling=args.pooling,
                     bn_freeze=args.bn_freeze)

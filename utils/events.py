@@ -105,7 +105,9 @@ def read_scalars(logdir):
     """{tag: [(step, value), ...]} of every event file under logdir, in file then write order."""
     from google.protobuf.message import DecodeError
     from mxboard.proto.event_pb2 import Event
-    files = sorted(glob.glob(os.path.join(glob.escape(logdir), '**', 'events.out.tfevents.*'), recursive=True))
+    files = sorted(path for path in glob.glob(os.path.join(glob.escape(logdir), '**', 'events.out.tfevents.*'),
+                                              recursive=True)
+                   if not os.path.isdir(path))      # a folder may be named like one
     scalars = defaultdict(list)
     for path in files:
         for index, payload in enumerate(read_records(path)):
