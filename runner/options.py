@@ -39,7 +39,7 @@ def loss_name(s):
 
 
 # --margin when the command line does not set it: each triplet loss's own value
-MARGIN_DEFAULTS = {'hphn_triplet': 1e-5,   # the official main.py (SPEC 4)
+MARGIN_DEFAULTS = {'hphn_triplet': 1e-5,   # the official main.py (docs/official_setup.md 4.1)
                    'triplet': 0.2}         # FaceNet's, TripletLoss's and the configs' (docs/pair_losses.md 3.6)
 
 

@@ -79,7 +79,8 @@ def fake_checkpoint(save_dir, flags):
 
 @pytest.mark.parametrize('flags,named', [
     (['--margin', '0.2'], '--margin 1e-05 -> 0.2'),
-    (['--loss', 'triplet', '--n_inner_pts', '1'], '--loss hphn_triplet -> triplet; --n_inner_pts 2 -> 1'),
+    # --margin follows --loss when not given (each triplet loss's own default), so it changes too
+    (['--loss', 'triplet', '--n_inner_pts', '1'], '--loss hphn_triplet -> triplet; --margin 1e-05 -> 0.2; --n_inner_pts 2 -> 1'),
     (['--seed', '3'], '--seed 0 -> 3'),
 ])
 def test_a_resumed_run_with_a_refused_flag_stops_in_one_line(tmp_path, capsys, flags, named):
