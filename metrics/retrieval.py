@@ -417,10 +417,9 @@ def _warn_ties(n_tied, m):
     """One stderr line when more than TIE_WARN_FRACTION of the m queries have a tie that matters;
     it suggests a collapse only when more than COLLAPSE_WARN_FRACTION ("most") of them do."""
     if m and n_tied > TIE_WARN_FRACTION * m:
-        print('warning: %d of %d queries (%.1f%%) have an item of another class at exactly the distance '
-              'of an item of their own where the order decides a metric; such ties are scored as the '
-              'average over every order%s' % (
-                  n_tied, m, 100.0 * n_tied / m,
-                  ' (most queries: are the embeddings collapsed?)' if n_tied > COLLAPSE_WARN_FRACTION * m
-                  else ''),
+        print('warning: %d of %d queries (%.1f%%) have an item of another class tied with one of '
+              'their own where the order changes a metric; they score the average over every order%s'
+              % (n_tied, m, 100.0 * n_tied / m,
+                 ' (most queries: are the embeddings collapsed?)'
+                 if n_tied > COLLAPSE_WARN_FRACTION * m else ''),
               file=sys.stderr)
