@@ -397,6 +397,19 @@ def test_tie_beyond_every_k_is_not_counted(path, monkeypatch, capsys):
     assert 'warning: 200 of 200' in capsys.readouterr().err
 
 
+def test_only_the_tie_at_the_deciding_distance_is_counted(capsys):
+    # R = 3: the nearest two (labels 0 and 1) tie at d = 1, but the R-th neighbour (d = 4) is
+    # untied, so MAP@R (whose value the tie does change) reports no tie; Recall@1 does.
+    q = np.zeros((200, 1), dtype=np.float32)
+    g = np.array([[1.0], [-1.0], [2.0], [3.0]], dtype=np.float32)
+    gl = np.array([0, 1, 0, 0])
+    res = evaluate_query_gallery(q, np.zeros(200, dtype=np.int64), g, gl, metrics=('map_at_r',))
+    assert res['MAP@R'] == pytest.approx((1 / 1 + 2 / 3 + 1 / 2 + 2 / 3) / 6, abs=1e-12)
+    assert capsys.readouterr().err == ''
+    evaluate_query_gallery(q, np.zeros(200, dtype=np.int64), g, gl, (1,), metrics=('recall',))
+    assert 'warning: 200 of 200' in capsys.readouterr().err
+
+
 def test_large_k_and_singletons():
     emb, labels = _data('spread', n=20)
     res = evaluate(emb, labels, metrics=('recall',), recallk=(19, 50))
