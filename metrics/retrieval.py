@@ -19,14 +19,15 @@ at exactly equal distance, in closed form (docs/evaluation.md, section 6.9, deri
 embeddings score at chance (10 classes x 10: R@1 = 9/99), and ties within one class (DBA's
 copies of mutual neighbours) change nothing.  Untied embeddings score as under any tie rule.
 When more than TIE_WARN_FRACTION of the queries have an item of another class tied with one of
-their own where the order changes a metric, one line goes to stderr; it asks whether the
-embeddings collapsed only when more than COLLAPSE_WARN_FRACTION ("most") of the queries do.
+their own at their deciding distance (nearest same-label item, R-th neighbour), one line goes to
+stderr; it asks whether the embeddings collapsed only when more than COLLAPSE_WARN_FRACTION
+("most") of the queries do.
 """
 import sys
 
 import numpy as np
 
-# warn when more than this fraction of the queries has a tie that matters (docs/evaluation.md 6.9)
+# warn when more than this fraction of the queries is tied at its deciding distance (docs/evaluation.md 6.9)
 TIE_WARN_FRACTION = 0.01
 # "most" queries: above this fraction the warning asks whether the embeddings collapsed
 COLLAPSE_WARN_FRACTION = 0.5
@@ -298,7 +299,8 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
     pos_vals: (B, P) scores of the other same-label items (+inf padding);
     top_vals, top_rel: (B, k) scores and same-label flags of the k >= max(r) nearest neighbours;
     r: (B,) R per row, >= 1; n_at_tau: (B,) number of items at the R-th smallest score.
-    Returns (B,) MAP@R, (B,) R-precision, (B,) whether a tie among the R nearest mixes labels.
+    Returns (B,) MAP@R, (B,) R-precision, (B,) whether the tie at the R-th smallest score mixes
+    labels.
 
     docs/evaluation.md, section 6.9: the item at rank j + 1 lies in a tie group of m items, g of
     them same-label, which starts after p items of which H are same-label; it is same-label with
@@ -331,7 +333,7 @@ def _map_and_rp(pos_vals, top_vals, top_rel, r, n_at_tau):
     share = (g - 1) / np.maximum(m - 1, 1)      # m = 1: multiplied by j - start = 0
     ap = np.where(inside, p_rel * (h + 1 + (j - start) * share) / (j + 1), 0.0).sum(axis=1) / r
     rp = np.where(inside, p_rel, 0.0).sum(axis=1) / r
-    return ap, rp, (inside & (g > 0) & (g < m)).any(axis=1)
+    return ap, rp, ((g > 0) & (g < m) & at_tau).any(axis=1)
 
 
 def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labels=None, self_q=None):
@@ -414,13 +416,12 @@ def retrieval_metrics(gallery, recallk, metrics, ctx, block_size, q=None, q_labe
 
 
 def _warn_ties(n_tied, m):
-    """One stderr line when more than TIE_WARN_FRACTION of the m queries have a tie that matters;
-    it suggests a collapse only when more than COLLAPSE_WARN_FRACTION ("most") of them do."""
+    """One stderr line when more than TIE_WARN_FRACTION of the m queries are tied at their deciding
+    distance; it suggests a collapse only when more than COLLAPSE_WARN_FRACTION ("most") are."""
     if m and n_tied > TIE_WARN_FRACTION * m:
-        print('warning: %d of %d queries (%.1f%%) have an item of another class at exactly the distance '
-              'of an item of their own where the order decides a metric; such ties are scored as the '
-              'average over every order%s' % (
-                  n_tied, m, 100.0 * n_tied / m,
-                  ' (most queries: are the embeddings collapsed?)' if n_tied > COLLAPSE_WARN_FRACTION * m
-                  else ''),
+        print('warning: %d of %d queries (%.1f%%) have an item of another class tied with one of '
+              'their own at the distance deciding a metric; they score the average over every order%s'
+              % (n_tied, m, 100.0 * n_tied / m,
+                 ' (most queries: are the embeddings collapsed?)'
+                 if n_tied > COLLAPSE_WARN_FRACTION * m else ''),
               file=sys.stderr)

@@ -228,7 +228,7 @@ def test_identical_embeddings_score_chance(path, monkeypatch, capsys):
     rule gave 1, the pessimistic one 0), and the warning blames a collapse."""
     import metrics.retrieval as ev
     if path == 'fallback':
-        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
+        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', -1.0)     # every block
     labels = np.repeat(np.arange(10), 10)
     ks = (1, 2, 4, 8, 90, 91)
     res = evaluate(np.ones((100, 8), dtype=np.float32), labels, metrics=RETRIEVAL, recallk=ks,
@@ -289,7 +289,7 @@ def test_expected_value_over_every_order(path, block, monkeypatch):
     larger tests use).  Tie groups mix labels across K and across R."""
     import metrics.retrieval as ev
     if path == 'fallback':
-        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', 0.0)
+        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', -1.0)     # every block
     ctx = mx.cpu() if path == 'mxnet' else None
     straddled = 0
     for case, expected in _tiny_cases():
@@ -408,15 +408,35 @@ def test_tie_warning_thresholds(n_tied, warns, collapse, capsys):
             assert ('collapsed' in err[0]) == collapse
 
 
-def test_tie_beyond_every_k_is_not_counted(capsys):
-    # Three items of another class tie at the nearest same-label distance, but 3 others are
-    # strictly closer: R@1 and R@2 are 0 in every order, so no tie decides them.
+@pytest.mark.parametrize('path', ['numpy', 'fallback', 'mxnet'])
+def test_tie_beyond_every_k_is_not_counted(path, monkeypatch, capsys):
+    # An item of another class ties at the nearest same-label distance, but 3 others are strictly
+    # closer: R@1 and R@2 are 0 in every order, so the tie decides nothing, on every path (the
+    # numpy path does not even count it).
+    import metrics.retrieval as ev
+    if path == 'fallback':
+        monkeypatch.setattr(ev, '_MAX_CANDIDATE_FRACTION', -1.0)     # every block
+    ctx = mx.cpu() if path == 'mxnet' else None
     q, ql, g, gl = _tie_queries(200)
     g = np.concatenate([g, [[0.5], [0.5], [-0.5]]]).astype(np.float32)
     gl = np.concatenate([gl, [1, 1, 1]])
-    assert evaluate_query_gallery(q, ql, g, gl, (1, 2), metrics=('recall',)) == {'R@1': 0.0, 'R@2': 0.0}
+    assert evaluate_query_gallery(q, ql, g, gl, (1, 2), metrics=('recall',), ctx=ctx) == \
+        {'R@1': 0.0, 'R@2': 0.0}
     assert capsys.readouterr().err == ''
-    assert evaluate_query_gallery(q, ql, g, gl, (4,), metrics=('recall',)) == {'R@4': 0.5}
+    assert evaluate_query_gallery(q, ql, g, gl, (4,), metrics=('recall',), ctx=ctx) == {'R@4': 0.5}
+    assert 'warning: 200 of 200' in capsys.readouterr().err
+
+
+def test_only_the_tie_at_the_deciding_distance_is_counted(capsys):
+    # R = 3: the nearest two (labels 0 and 1) tie at d = 1, but the R-th neighbour (d = 4) is
+    # untied, so MAP@R (whose value the tie does change) reports no tie; Recall@1 does.
+    q = np.zeros((200, 1), dtype=np.float32)
+    g = np.array([[1.0], [-1.0], [2.0], [3.0]], dtype=np.float32)
+    gl = np.array([0, 1, 0, 0])
+    res = evaluate_query_gallery(q, np.zeros(200, dtype=np.int64), g, gl, metrics=('map_at_r',))
+    assert res['MAP@R'] == pytest.approx((1 / 1 + 2 / 3 + 1 / 2 + 2 / 3) / 6, abs=1e-12)
+    assert capsys.readouterr().err == ''
+    evaluate_query_gallery(q, np.zeros(200, dtype=np.int64), g, gl, (1,), metrics=('recall',))
     assert 'warning: 200 of 200' in capsys.readouterr().err
 
 
