@@ -103,9 +103,9 @@ def test_l2_normalization_of_a_4d_tensor(mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('backbone,size,pooling', [('googlenet', 32, 'avg'), ('googlenet', 32, 'avg+max'), ('googlenet', 64, 'avg'),
-                                                   ('googlenet', 64, 'avg+max'), ('resnet50', 64, 'avg'),
-                                                   ('resnet50', 32, 'avg+max')])
+@pytest.mark.parametrize('backbone,size,pooling', [
+    ('googlenet', 32, 'avg'), ('googlenet', 32, 'avg+max'), ('googlenet', 64, 'avg'), ('googlenet', 64, 'avg+max'),
+    ('resnet50', 64, 'avg'), ('resnet50', 32, 'avg+max')])
 def test_backbones_equal_mxnet(backbone, size, pooling):
     _check_against_mxnet(get_model(backbone, 8, pretrained=False, pooling=pooling), size)
 
