@@ -104,7 +104,8 @@ def train(args):
             save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.rank%d.params' % rank))
         if chief:
             save_parameters_atomic(net, os.path.join(args.save_dir, 'model_final.params'))
-            print('best: %s (chosen on %s%s)' % (fmt(best), 'val ' if loaders.val else '', selection_metric(args)))
+            print('best: %s (chosen on %s%s)' % (fmt(best) if best else 'none (no evaluation improved on it)',
+                                                 'val ' if loaders.val else '', selection_metric(args)))
             print('logs: tensorboard --logdir %s' % args.save_dir)
         return best
     finally:

@@ -305,7 +305,7 @@ def build_parser():
     parser.add_argument('name', choices=sorted(PARTS), help='the data set')
     parser.add_argument('src', help='the folder holding its published files (or its one archive); '
                         'with --download, where they are downloaded to')
-    parser.add_argument('--data_dir', '--data-dir', default=None,
+    parser.add_argument('--data_dir', default=None,
                         help='the folder to create (must not exist, or be empty); default: ' +
                         ', '.join('%s %s' % (name, DATA_DIRS[name]) for name in PARTS))
     parser.add_argument('--download', action='store_true',

@@ -86,6 +86,31 @@ def save_parameters_atomic(net, path):
             os.remove(tmp)
 
 
+BEST_NAME = 'model_epoch_%05d.params'
+BEST_PATTERN = re.compile(r'model_epoch_(\d+)\.params$')
+
+
+def save_best(net, save_dir, epoch, keep):
+    """Write the parameters of a new best epoch as SAVE_DIR/model_epoch_NNNNN.params, then remove
+    the older best files beyond the ``keep`` newest (0: keep every one, as the release).
+
+    The older files go only once the new one is complete on disk (written, fsynced, renamed, the
+    folder fsynced), so a crash at any moment leaves at least one whole best file. "Newest" is by
+    modification time, so that files of an abandoned run resumed from an earlier checkpoint go
+    first. Returns the new file's path.
+    """
+    path = os.path.join(save_dir, BEST_NAME % epoch)
+    save_parameters_atomic(net, path)
+    if keep:
+        _fsync_dir(save_dir)
+        older = [os.path.join(save_dir, name) for name in os.listdir(save_dir)
+                 if BEST_PATTERN.match(name) and name != os.path.basename(path)]
+        older.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)
+        for stale in older[keep - 1:]:
+            os.remove(stale)
+    return path
+
+
 def _flatten(state, key, arrays):
     """An optimiser state (None, an NDArray, or nested tuples of them) as a JSON structure; its
     arrays go into ``arrays`` under ``key``, ``key/0``, ``key/0/1``, ..."""

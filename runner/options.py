@@ -209,6 +209,9 @@ def _checkpoints_flags(a):
     a('--checkpoint_epochs', default=10, type=int,
       help='write a resumable checkpoint every this many epochs (and at the end); 0: only at the end')
     a('--keep_checkpoints', default=2, type=int, help='how many of the newest checkpoints to keep')
+    a('--keep_best', default=1, type=int,
+      help='how many of the newest best-epoch files (model_epoch_NNNNN.params, 25 MB each for GoogLeNet) to '
+           'keep; an older one goes only after a newer one is safely written. 0: every improvement, as the release')
     a('--resume', nargs='?', const='auto', default=None,
       help='continue from the latest checkpoint in --save_dir (none there: start afresh), or from the '
            'checkpoint folder given; with --start_epoch N, from the checkpoint of epoch N')
@@ -353,8 +356,8 @@ def check_args(args, num_devices):
         raise UserError('--warmup_epochs must be >= 0')
     if not 0 < args.train_class_ratio < 1:         # (--val_class_ratio: data/validation.py checks it)
         raise UserError('--train_class_ratio must be in (0, 1), got %s' % args.train_class_ratio)
-    if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1:
-        raise UserError('--checkpoint_epochs must be >= 0 and --keep_checkpoints >= 1')
+    if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1 or args.keep_best < 0:
+        raise UserError('--checkpoint_epochs must be >= 0, --keep_checkpoints >= 1 and --keep_best >= 0')
     if sorted(set(args.lr_decay_epochs)) != args.lr_decay_epochs:
         raise UserError('--lr_decay_epochs must be increasing, got %s' % args.lr_decay_epochs)
     unknown = [m for m in args.eval_metrics if m not in METRICS]

@@ -46,7 +46,7 @@ ON_RESUME = {
     'eval_qe': APPLIED, 'eval_dba': APPLIED, 'summary_step': APPLIED, 'save_embeddings': APPLIED,
     'save_dir': IGNORED, 'overwrite': IGNORED,
     # checkpoints
-    'checkpoint_epochs': APPLIED, 'keep_checkpoints': APPLIED, 'resume': IGNORED,
+    'checkpoint_epochs': APPLIED, 'keep_checkpoints': APPLIED, 'keep_best': APPLIED, 'resume': IGNORED,
     # devices, and the official command line's unused flags
     'ctx': APPLIED, 'gpu_idx': APPLIED, 'kvstore': APPLIED, 'dist_timeout': APPLIED,
     'config': IGNORED, 'debug': IGNORED, 'alpha': IGNORED, 'beta': IGNORED, 'sigma': IGNORED,
@@ -124,7 +124,7 @@ class Resume:
             set_random_state(state['epoch_random'])
         print('resumed from %s: epoch %d%s, best %s' % (
             self.path, progress['epoch'], ' + %d iterations' % progress['iteration'] if progress['iteration'] else '',
-            format_metrics(progress['best'])))
+            format_metrics(progress['best']) if progress['best'] else 'none yet (no evaluation so far)'))
         return progress
 
 

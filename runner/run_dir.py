@@ -7,7 +7,9 @@ events) is refused unless the run resumes it (--resume) or moves it aside (--ove
 ``SAVE_DIR.old-N``, never deleted; N is one more than any number used so far, so a name is never
 reused). --resume needs a checkpoint of that run in ``SAVE_DIR/checkpoints``: a folder that holds
 an earlier run without one is refused, rather than started afresh over its files. A folder holding
-only the ``args.txt`` of a run that failed at start-up is not "used".
+only the ``args.txt`` of a run that failed at start-up is not "used"; a folder this run created
+and left holding no more than that is removed when the run ends (a failed start-up leaves no empty
+result folders behind).
 """
 import fcntl
 import glob
@@ -17,6 +19,7 @@ import re
 from utils.errors import UserError
 
 LOCK = '.lock'
+STARTUP_FILES = ('args.txt', LOCK)  # what a run writes before it has results
 
 
 def earlier_run(path):
@@ -58,6 +61,7 @@ class RunDir:
         self.path = os.path.abspath(path)
         self._flag = path
         self._fd = None
+        self._created = _missing_folders(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
             self._lock()
@@ -112,6 +116,40 @@ class RunDir:
         print('--overwrite: moved the earlier run in %s to %s' % (self.path, old))
 
     def close(self):
+        """Release the lock; remove the folders this run created if they hold no result."""
+        if self._fd is not None and self._created and not earlier_run(self.path):
+            _remove_startup_files(self.path)
         if self._fd is not None:
             os.close(self._fd)      # releases the lock
             self._fd = None
+        for folder in self._created:        # deepest first; a folder that is not empty stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        self._created = []
+
+
+def _missing_folders(path):
+    """The folders os.makedirs(path) would create, deepest first."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
+
+
+def _remove_startup_files(path):
+    """The files and empty folders of a run without results (args.txt, the lock, an empty checkpoints/)."""
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        try:
+            if name in STARTUP_FILES:
+                os.remove(full)
+            elif os.path.isdir(full) and not os.listdir(full):
+                os.rmdir(full)
+        except OSError:
+            pass

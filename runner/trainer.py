@@ -9,10 +9,11 @@ import sys
 import numpy as np
 
 from metrics.evaluation import format_metrics as fmt
-from runner.checkpoint import random_state, save_parameters_atomic
+from runner.checkpoint import random_state, save_best
 from runner.evaluator import NonFiniteEmbeddings, evaluate_net, save_embeddings
 from runner.interrupt import Stopped
 from runner.options import selection_metric
+from runner.progress import IterationBar
 from runner.resume import flag_values
 from utils.errors import UserError
 
@@ -133,6 +134,15 @@ class TrainingLoop:
             for p in net.backbone.collect_params().values():
                 p.grad_req = 'null' if epoch < args.warmup_epochs else self.trunk_grad_req[p.name]
         epoch_random = random_state()       # a mid-epoch checkpoint redraws the epoch from here
+        bar = IterationBar(self.steps, args.batch_size, 'epoch %d' % (epoch + 1), enabled=self.chief)
+        try:
+            self._train_iterations(epoch, epoch_random, bar)
+        finally:
+            bar.close()
+
+    def _train_iterations(self, epoch, epoch_random, bar):
+        """The iterations of train_epoch, each reported to the iteration bar."""
+        args, net = self.args, self.net
         for i, (images, labels) in enumerate(self.loaders.train):
             if self.skip:                   # resumed mid-epoch: these batches were trained
                 self.skip -= 1
@@ -143,12 +153,14 @@ class TrainingLoop:
             self.global_step = epoch * self.steps + i + 1
             if not np.isfinite(self.loss_value):
                 raise self.diverged('loss is %s' % self.loss_value, epoch + 1, i + 1)
+            bar.update(i + 1)
             if self.chief and i % args.summary_step == 0:
                 self.log_step(embeddings, labels)
             if self.stop.signum:
                 path = self.save(epoch, i + 1, epoch_random)
-                raise Stopped('stopped by %s at epoch %d, iteration %d: checkpoint %s (continue with --resume)'
-                              % (self.stop.name, epoch + 1, i + 1, path), self.stop.signum)
+                # counted as the checkpoint is named (epoch_EEEEE_iter_IIIII) and as --resume reports it
+                raise Stopped('stopped by %s after epoch %d + %d iterations: checkpoint %s (continue with --resume)'
+                              % (self.stop.name, epoch, i + 1, path), self.stop.signum)
 
     def diverged(self, what, epoch, iteration=None):
         """The TrainingDiverged of ``what`` (loss is nan, ...) at 1-based ``epoch`` (and ``iteration``),
@@ -191,7 +203,7 @@ class TrainingLoop:
             self.best_chosen, self.best = chosen[self.select], dict(metrics)
             if self.select in metrics:
                 summary.metrics({self.select: metrics[self.select]}, self.global_step, epoch, suffix='/best')
-            save_parameters_atomic(self.net, os.path.join(args.save_dir, 'model_epoch_%05d.params' % epoch))
+            save_best(self.net, args.save_dir, epoch, args.keep_best)
             if args.save_embeddings:
                 save_embeddings(embeddings, os.path.join(args.save_dir, 'embeddings'))
             line += '  (best)'

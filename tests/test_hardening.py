@@ -315,11 +315,11 @@ def test_a_signal_checkpoints_mid_epoch_and_resume_continues_exactly(tmp_path, c
     name = signal.Signals(signum).name
     checkpoint = os.path.join(parts, 'checkpoints', 'epoch_00001_iter_00001')
     assert status == 128 + signum and len(err) == 1
-    assert err[0] == 'stopped by %s at epoch 2, iteration 1: checkpoint %s (continue with --resume)' % (name, checkpoint)
+    assert err[0] == 'stopped by %s after epoch 1 + 1 iterations: checkpoint %s (continue with --resume)' % (name, checkpoint)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL           # handlers restored
     monkeypatch.undo()
     status, out, err = run(capsys, *flags, '--save_dir', parts, '--resume')
-    assert status == 0 and 'resumed from %s: epoch 1 + 1 iterations' % checkpoint in out
+    assert status == 0 and 'resumed from %s: epoch 1 + 1 iterations, best none yet' % checkpoint in out
     assert dict(read_scalars(parts)['loss']) == dict(read_scalars(whole)['loss'])
 
 

@@ -87,8 +87,17 @@ def test_data_dir_defaults_per_data_set():
 
 def test_missing_default_data_dir_names_the_data_set(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    status = main.main(['--data_name', 'cub200', '--save_dir', str(tmp_path / 'run')])
+    status = main.main(['--data_name', 'cub200', '--save_dir', str(tmp_path / 'results' / 'run')])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1, err
     assert err[0].startswith('error: data directory ./datasets/CUB_200_2011 of data set cub200 does not exist')
     assert 'python3 -m data.prepare cub200' in err[0] and 'CARS196' not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []     # the failed start-up left no folders
+
+
+def test_failed_start_up_keeps_a_folder_it_did_not_make(tmp_path, capsys):
+    save_dir = tmp_path / 'mine'
+    save_dir.mkdir()
+    (save_dir / 'notes.txt').write_text('keep')
+    assert main.main(['--data_name', 'sop', '--data_dir', str(tmp_path / 'none'), '--save_dir', str(save_dir)]) == 2
+    assert (save_dir / 'notes.txt').read_text() == 'keep'

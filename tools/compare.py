@@ -1,7 +1,7 @@
 """Compare training runs with the papers: best and final metrics, the published value, curves.
 
     python3 -m tools.compare RUN_DIR [RUN_DIR ...] [--paper DATASET/METHOD] [--metric R@1]
-                             [--tolerance PTS] [--plot OUT.png] [--paper-csv FILE]
+                             [--tolerance PTS] [--plot OUT.png] [--paper_csv FILE]
 
 RUN_DIR is a main.py --save_dir. For every metric the run evaluated (the ``metric_epoch/...`` scalars)
 the table shows the best value and its epoch, the final one, the value at the epoch where --metric
@@ -284,7 +284,7 @@ def build_parser():
     p.add_argument('--tolerance', default=1.0, type=float, metavar='PTS',
                    help='points the best --metric may fall below the paper before the exit status is 1')
     p.add_argument('--plot', default=None, metavar='OUT.png', help='draw --metric against the epoch here')
-    p.add_argument('--paper-csv', dest='paper_csv', default=DEFAULT_CSV, metavar='FILE',
+    p.add_argument('--paper_csv', default=DEFAULT_CSV, metavar='FILE',
                    help='the published numbers, in percent')
     p.add_argument('--vs', nargs='*', default=None, metavar='B_RUN_DIR',
                    help='compare the RUN_DIRs (group A) with these (group B): means, difference, exact '

@@ -4,14 +4,15 @@ Self-retrieval (every item queries all others) plus clustering:
     python3 -m tools.evaluate --embeddings E.npy --labels L.npy --recallk 1,10,100,1000 \\
         --metrics recall,map_at_r,r_precision,nmi,f1 --json OUT.json
 Queries against a separate gallery (In-Shop):
-    python3 -m tools.evaluate --query-embeddings QE.npy --query-labels QL.npy \\
-        --gallery-embeddings GE.npy --gallery-labels GL.npy --recallk 1,10,20,30,40,50
+    python3 -m tools.evaluate --query_embeddings QE.npy --query_labels QL.npy \\
+        --gallery_embeddings GE.npy --gallery_labels GL.npy --recallk 1,10,20,30,40,50
 
 With ``--qe K`` and/or ``--dba K`` (metrics.query_expansion) the retrieval metrics are computed again
 on the expanded embeddings and printed under their own names, e.g. ``R@1_qe_dba``.
 
 Prints one metric per line (percent) and optionally writes the raw fractions as JSON.  Bad input
-is reported as one line ``error: ...`` on stderr with exit status 2.
+is reported as one line ``error: ...`` on stderr with exit status 2. Flags are spelled with
+underscores, as every command's; the hyphen spellings are accepted too.
 """
 import argparse
 import json
@@ -98,16 +99,16 @@ def build_parser():
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--embeddings', help='(n, d) .npy embeddings for self-retrieval')
     parser.add_argument('--labels', help='(n,) .npy integer labels')
-    parser.add_argument('--query-embeddings', help='(m, d) .npy query embeddings')
-    parser.add_argument('--query-labels', help='(m,) .npy query labels')
-    parser.add_argument('--gallery-embeddings', help='(n, d) .npy gallery embeddings')
-    parser.add_argument('--gallery-labels', help='(n,) .npy gallery labels')
+    parser.add_argument('--query_embeddings', help='(m, d) .npy query embeddings')
+    parser.add_argument('--query_labels', help='(m,) .npy query labels')
+    parser.add_argument('--gallery_embeddings', help='(n, d) .npy gallery embeddings')
+    parser.add_argument('--gallery_labels', help='(n,) .npy gallery labels')
     parser.add_argument('--recallk', default='1,2,4,8', help='comma-separated K for Recall@K')
     parser.add_argument('--metrics', default=None,
                         help='comma-separated subset of %s (default: recall,nmi; query/gallery: '
                              'recall)' % ','.join(METRICS))
     parser.add_argument('--seed', type=int, default=0, help='k-means seed')
-    parser.add_argument('--block-size', type=int, default=None,
+    parser.add_argument('--block_size', type=int, default=None,
                         help='query rows per block (default: about 64 MB of scores)')
     parser.add_argument('--qe', type=int, default=0,
                         help='also evaluate with average query expansion over K neighbours')
@@ -122,7 +123,7 @@ def run(argv=None):
     args = build_parser().parse_args(argv)
     recallk = _parse_recallk(args.recallk)
     if args.block_size is not None and args.block_size < 1:
-        raise UserError('--block-size must be a positive integer, got %d' % args.block_size)
+        raise UserError('--block_size must be a positive integer, got %d' % args.block_size)
     if args.qe < 0 or args.dba < 0:
         raise UserError('--qe and --dba must be >= 0 (0: off), got %d and %d' % (args.qe, args.dba))
     expand = dict(qe=args.qe, dba=args.dba, recallk=recallk, block_size=args.block_size)
@@ -130,21 +131,21 @@ def run(argv=None):
                 args.gallery_labels]
     if any(f is not None for f in qg_flags):
         if args.embeddings is not None or args.labels is not None:
-            raise UserError('give either --embeddings/--labels or the four --query-*/--gallery-* '
+            raise UserError('give either --embeddings/--labels or the four --query_*/--gallery_* '
                             'flags, not both')
         if any(f is None for f in qg_flags):
-            raise UserError('query/gallery mode needs all of --query-embeddings, --query-labels, '
-                            '--gallery-embeddings, --gallery-labels')
+            raise UserError('query/gallery mode needs all of --query_embeddings, --query_labels, '
+                            '--gallery_embeddings, --gallery_labels')
         metrics = _parse_metrics(args.metrics or 'recall', METRICS[:3],
                                  ' (clustering metrics need --embeddings/--labels)')
-        qe = _load(args.query_embeddings, '--query-embeddings', 2)
-        ql = _load(args.query_labels, '--query-labels', 1)
-        ge = _load(args.gallery_embeddings, '--gallery-embeddings', 2)
-        gl = _load(args.gallery_labels, '--gallery-labels', 1)
-        _same_rows(qe, '--query-embeddings', ql, '--query-labels')
-        _same_rows(ge, '--gallery-embeddings', gl, '--gallery-labels')
+        qe = _load(args.query_embeddings, '--query_embeddings', 2)
+        ql = _load(args.query_labels, '--query_labels', 1)
+        ge = _load(args.gallery_embeddings, '--gallery_embeddings', 2)
+        gl = _load(args.gallery_labels, '--gallery_labels', 1)
+        _same_rows(qe, '--query_embeddings', ql, '--query_labels')
+        _same_rows(ge, '--gallery_embeddings', gl, '--gallery_labels')
         if qe.shape[1] != ge.shape[1]:
-            raise UserError('--query-embeddings are %d-d but --gallery-embeddings are %d-d'
+            raise UserError('--query_embeddings are %d-d but --gallery_embeddings are %d-d'
                             % (qe.shape[1], ge.shape[1]))
         try:
             result = evaluate_query_gallery(qe, ql, ge, gl, recallk, metrics=metrics,
@@ -153,11 +154,11 @@ def run(argv=None):
                 result.update(evaluate_expanded(ge, gl, metrics=metrics, query_emb=qe,
                                                 query_labels=ql, **expand))
         except ValueError as exc:  # e.g. NaN embeddings
-            raise UserError('--query-embeddings %s / --gallery-embeddings %s: %s'
+            raise UserError('--query_embeddings %s / --gallery_embeddings %s: %s'
                             % (args.query_embeddings, args.gallery_embeddings, exc))
     else:
         if args.embeddings is None or args.labels is None:
-            raise UserError('give --embeddings and --labels (or the --query-*/--gallery-* flags)')
+            raise UserError('give --embeddings and --labels (or the --query_*/--gallery_* flags)')
         metrics = _parse_metrics(args.metrics or 'recall,nmi', METRICS, '')
         emb = _load(args.embeddings, '--embeddings', 2)
         labels = _load(args.labels, '--labels', 1)

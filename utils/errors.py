@@ -49,11 +49,27 @@ def first_line(exc):
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one UserError line, like every other bad input (no usage dump).
-    ``switches`` holds the dests of its store_true flags (write_config writes them bare)."""
+    ``switches`` holds the dests of its store_true flags (write_config writes them bare).
+
+    Every command spells its flags with underscores (``--data_dir``, as the official main.py); the
+    hyphen spelling of a flag (``--data-dir``) is accepted as its alias, without doubling --help.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.switches = set()
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([self._underscored(token) for token in args], namespace)
+
+    def _underscored(self, token):
+        """'--block-size[=N]' as '--block_size[=N]' when that is one of this parser's flags."""
+        name, sep, value = token.partition('=')
+        if not name.startswith('--') or '-' not in name[2:]:
+            return token
+        alias = '--' + name[2:].replace('-', '_')
+        return alias + sep + value if alias in self._option_string_actions else token
 
     def error(self, message):
         raise UserError(message + ' (see --help)')
