@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from loss import build_loss
 from runner.options import build_parser, check_args, flag_errors, parse_args, selection_metric, write_config  # noqa: F401
 from runner.trainer import build_trainer, fmt, train_step  # noqa: F401  (main.train_step: the API tests use)

@@ -17,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
 from utils.events import read_scalars  # noqa: E402
 
 METRICS = (('R@1', 'R1'), ('R@2', 'R2'), ('R@4', 'R4'), ('R@8', 'R8'), ('MAP@R', 'MAP_R'), ('NMI', 'NMI'))

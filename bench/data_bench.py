@@ -29,11 +29,13 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet.gluon.data.vision import transforms  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import ImageList, train_transform  # noqa: E402
 from data.image_cache import cache_image_lists  # noqa: E402
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, TRANSLATION_SCALE  # noqa: E402

@@ -43,6 +43,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
 
 # name: (images, classes, noise, recallk).  Noise gives R@1 near published values (~0.7-0.9).
 DATASETS = {

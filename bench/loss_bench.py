@@ -18,11 +18,13 @@ import sys
 import time
 
 import numpy as np
-import mxnet as mx
-from mxnet import autograd
-from mxnet.gluon import HybridBlock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
+import mxnet as mx  # noqa: E402
+from mxnet import autograd  # noqa: E402
+from mxnet.gluon import HybridBlock  # noqa: E402
+
 from loss import EmbeddingExpansion, HPHNTripletLoss  # noqa: E402
 
 

@@ -30,11 +30,12 @@ os.environ['OMP_NUM_THREADS'] = os.environ['MXNET_CPU_WORKER_NTHREADS'] = str(OP
 import platform  # noqa: E402
 import time  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import get_model  # noqa: E402
 from tools.onnx_export import preprocessing_metadata, to_onnx  # noqa: E402
 

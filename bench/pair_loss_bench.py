@@ -14,9 +14,11 @@ import platform
 import sys
 
 import numpy as np
-import mxnet as mx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
+import mxnet as mx  # noqa: E402
+
 from loss import LOSSES  # noqa: E402
 from bench.loss_bench import timer  # noqa: E402
 

@@ -24,11 +24,12 @@ import tempfile
 import time
 
 import numpy as np
-import mxnet as mx
-from mxnet import autograd
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
+import mxnet as mx  # noqa: E402
+from mxnet import autograd  # noqa: E402
+
 from loss import ProxyAnchorLoss, SEEProxyAnchorLoss  # noqa: E402
 from loss.spherical_expansion import SphericalExpansion, gaussian  # noqa: E402
 

@@ -20,12 +20,13 @@ import platform
 import sys
 import time
 
-import mxnet as mx
-import numpy as np
-from mxnet import autograd
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet import autograd  # noqa: E402
+
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
 from loss import HPHNTripletLoss  # noqa: E402
 from loss_bench import OfficialHPHN, timer  # noqa: E402

@@ -23,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils.mxnet_compat  # noqa: F401,E402  (before mxnet: old numpy names on Python 3.12+, CUDA wheels)
 from runner.trainer import SYNTHETIC_TAG  # noqa: E402
 from tools.compare import mean_sd, permutation_test, read_curves, select, welch  # noqa: E402
 from utils.events import read_scalars  # noqa: E402

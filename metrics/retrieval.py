@@ -152,7 +152,8 @@ def _stats_numpy(s, pos_vals, r, k_top, k_recall):
         coarse = np.partition(_group_min(mins, g2), k_top - 1, axis=1)[:, :k_top]
         coarse.sort(axis=1)
         rows = r > 0
-        pos_max = np.where(np.isfinite(pos_vals), pos_vals, -np.inf).max(axis=1)
+        # -inf of pos_vals' own dtype: numpy 2 (NEP 50) would make a bare -np.inf float64 here
+        pos_max = np.where(np.isfinite(pos_vals), pos_vals, pos_vals.dtype.type(-np.inf)).max(axis=1)
         tau = np.full(b, -np.inf, dtype=np.float32)
         tau[rows] = np.minimum(coarse[rows, r[rows] - 1], pos_max[rows])
         t = np.maximum(t, tau)

@@ -1,4 +1,7 @@
-"""Devices and distributed training: --ctx / --gpu_idx, the kvstore, and this process's rank."""
+"""Devices and distributed training: --ctx / --gpu_idx, whether the installed MXNet can run on the
+GPUs named, the kvstore, and this process's rank."""
+import ctypes
+import importlib.metadata
 import os
 import sys
 import threading
@@ -32,9 +35,85 @@ def parse_contexts(ctx=None, gpu_idx=None):
     gpus = [i for kind, i in spec if kind == 'gpu']
     available = mx.context.num_gpus() if gpus else 0
     if any(i >= available for i in gpus):
-        raise UserError('%s: MXNet sees %d GPU(s); a GPU run needs requirements-gpu.txt (mxnet-cu112) '
-                        'and CUDA 11.2' % (flag, available))
+        raise UserError('%s: MXNet sees %d GPU(s); a GPU run needs requirements-gpu.txt (mxnet-cu112 and '
+                        'the CUDA 11 library wheels) and an NVIDIA driver' % (flag, available))
+    for i in gpus:
+        check_gpu(i)
     return [mx.gpu(i) if kind == 'gpu' else mx.cpu(i) for kind, i in spec]
+
+
+# The pip wheel mxnet-cu112 1.9.1 carries kernels for these compute capabilities only, and no PTX
+# that a newer GPU could compile: a GPU runs it when a kernel of its own major version and an equal
+# or lower minor version is there.
+WHEEL = 'mxnet-cu112'
+WHEEL_KERNELS = ((5, 0), (6, 0), (7, 0), (8, 0), (8, 6))
+INSTEAD = ("NVIDIA's MXNet container (24.06: MXNet 1.9.1, CUDA 12.4) or MXNet 1.9.1 built from source "
+           "with CUDA 11.8 for that architecture")
+
+
+def installed_wheel():
+    """True when the MXNet imported is the pip wheel mxnet-cu112 (not a source build or a container's)."""
+    try:
+        importlib.metadata.version(WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _cuda_call(lib, name, *args):
+    return getattr(lib, name)(*args) == 0
+
+
+def compute_capability(gpu_id):
+    """(major, minor) of GPU ``gpu_id`` from the NVIDIA driver (libcuda), None where it cannot be asked."""
+    try:
+        cuda = ctypes.CDLL('libcuda.so.1')
+    except OSError:
+        return None
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if (_cuda_call(cuda, 'cuInit', 0) and _cuda_call(cuda, 'cuDeviceGet', ctypes.byref(device), gpu_id)
+            and _cuda_call(cuda, 'cuDeviceGetAttribute', ctypes.byref(major), 75, device)
+            and _cuda_call(cuda, 'cuDeviceGetAttribute', ctypes.byref(minor), 76, device)):
+        return major.value, minor.value
+    return None
+
+
+def nvrtc_version():
+    """(major, minor) of the NVRTC MXNet compiles its fused operators with, None without one."""
+    try:
+        nvrtc = ctypes.CDLL('libnvrtc.so.11.2')   # the soname of every NVRTC 11.x, the wheel's or the system's
+    except OSError:
+        return None
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    if _cuda_call(nvrtc, 'nvrtcVersion', ctypes.byref(major), ctypes.byref(minor)):
+        return major.value, minor.value
+    return None
+
+
+def check_gpu(gpu_id):
+    """Stop with one line when the mxnet-cu112 wheel has no kernels for GPU ``gpu_id`` (compute capability
+    below 5.0, or 9.0 and up: H100 and newer), rather than at the first operator with "no kernel image
+    is available"; for 8.9 (RTX 40xx, L4, L40) with an NVRTC older than 11.8, which cannot compile for
+    it, turn MXNet's runtime-compiled operator fusion off (MXNET_USE_FUSION=0) unless already set, and
+    say so. Nothing is checked for other MXNet builds, or where the driver cannot be asked."""
+    if not installed_wheel():
+        return
+    capability = compute_capability(gpu_id)
+    if capability is None:
+        return
+    major, minor = capability
+    if not any(k_major == major and k_minor <= minor for k_major, k_minor in WHEEL_KERNELS):
+        raise UserError('GPU %d has compute capability %d.%d, for which the %s wheel has no kernels '
+                        '(it has %s); use %s' % (gpu_id, major, minor, WHEEL,
+                                                 ', '.join('%d.%d' % k for k in WHEEL_KERNELS), INSTEAD))
+    nvrtc = nvrtc_version()
+    if capability == (8, 9) and (nvrtc or (0, 0)) < (11, 8) and 'MXNET_USE_FUSION' not in os.environ:
+        os.environ['MXNET_USE_FUSION'] = '0'
+        print('GPU %d has compute capability 8.9, which NVRTC %s cannot compile for: running with '
+              'MXNET_USE_FUSION=0 (unfused operators); nvidia-cuda-nvrtc-cu11==11.8.89 '
+              '(requirements-gpu.txt) keeps the fusion'
+              % (gpu_id, '%d.%d' % nvrtc if nvrtc else '(none found)'), file=sys.stderr, flush=True)
 
 
 # --kvstore values MXNet 1.9.1 creates

@@ -22,7 +22,8 @@ def test_two_workers_end_with_equal_parameters(tmp_path):
     env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()), DMLC_NUM_SERVER='1',
                DMLC_NUM_WORKER='2', DMLC_NODE_HOST='127.0.0.1', DMLC_INTERFACE='lo')
     # importing mxnet with DMLC_ROLE scheduler or server runs that role until the workers finish
-    procs = [subprocess.Popen([sys.executable, '-c', 'import mxnet'], env=dict(env, DMLC_ROLE=role), cwd=REPO,
+    # (the shim first, as in every entry point: MXNet 1.9.1 on Python 3.12+ needs it)
+    procs = [subprocess.Popen([sys.executable, '-c', 'import utils.mxnet_compat, mxnet'], env=dict(env, DMLC_ROLE=role), cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for role in ('scheduler', 'server')]
     flags = ['main.py', '--kvstore', 'dist_sync', '--epochs', '2', '--eval_epoch_term', '2', '--batch_size', '40',
              '--num_instances', '8', '--save_dir', str(tmp_path)]

@@ -1,7 +1,9 @@
 """utils/mxnet_compat.py: the old numpy names come back as numpy had them, only where missing, and
 the CUDA wheels' libraries are found (or nothing happens without them)."""
+import ast
 import ctypes
 import math
+import os
 import types
 import warnings
 
@@ -191,3 +193,38 @@ def test_a_library_that_fails_to_load_is_skipped(tmp_path):
             raise OSError('libcudnn.so.8: wrong ELF class')
     loaded = mxnet_compat.preload_cuda_libraries([str(site)], load=load)
     assert len(loaded) == len(LOAD_ORDER) - 1 and not any('cudnn' in p for p in loaded)
+
+
+# ---- every entry point imports the shim before anything that imports mxnet ----
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NEEDS_IT = ('mxnet', 'gluoncv', 'mxboard', 'data', 'model', 'loss', 'metrics', 'runner', 'tools', 'utils',
+            'main', 'loss_bench')
+# tools/embed_onnx.py runs an exported network with ONNX Runtime alone: it imports no MXNet on purpose
+WITHOUT_MXNET = {'tools/embed_onnx.py'}
+
+
+def _entry_points():
+    paths = ['main.py', 'tests/conftest.py']
+    for folder in ('tools', 'bench'):
+        for name in sorted(os.listdir(os.path.join(REPO, folder))):
+            path = '%s/%s' % (folder, name)
+            if name.endswith('.py') and path not in WITHOUT_MXNET:
+                with open(os.path.join(REPO, path)) as f:
+                    if "__name__ == '__main__'" in f.read():
+                        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize('path', _entry_points())
+def test_entry_point_imports_the_shim_first(path):
+    with open(os.path.join(REPO, path)) as f:
+        tree = ast.parse(f.read())
+    first = None
+    for node in tree.body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        if any(n.split('.')[0] in NEEDS_IT for n in names):
+            first = names[0]
+            break
+    assert first == 'utils.mxnet_compat', '%s: first import of the project or mxnet is %s' % (path, first)

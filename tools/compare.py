@@ -33,6 +33,7 @@ from collections import namedtuple
 
 import numpy as np
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from runner.summary import metric_tag
 from tools.paper_numbers import DEFAULT_CSV, load_paper_numbers, run_paper_key
 from utils.errors import OneLineParser, UserError, run_command

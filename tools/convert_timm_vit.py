@@ -25,6 +25,7 @@ import pickle
 import re
 import sys
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from utils.errors import first_line
 
 # A LayerNorm of timm: the final norm or a block's norm1 / norm2.

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from tools.run import load_model, run_parser
 from utils.errors import UserError, run_command
 

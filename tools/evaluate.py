@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from metrics.evaluation import METRICS, evaluate, evaluate_query_gallery
 from metrics.query_expansion import evaluate_expanded
 from utils.errors import OneLineParser, UserError, run_command

@@ -19,6 +19,7 @@ whose graph does not translate (vit_small_patch16) still gets its MXNet export w
 import os
 import sys
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from tools.run import load_model, run_parser
 from utils.errors import UserError, first_line, run_command
 

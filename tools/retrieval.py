@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from utils.errors import OneLineParser, UserError, run_command
 
 GREEN, RED, GREY = (40, 170, 40), (210, 30, 30), (150, 150, 150)
