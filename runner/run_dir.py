@@ -63,9 +63,10 @@ class RunDir:
             self._lock()
             used = earlier_run(self.path)
             if used and resume and not _own_checkpoint(resume, self.path):
-                raise UserError('--resume %s: --save_dir %s holds an earlier run (%s) with no checkpoint to continue '
+                raise UserError('--resume%s: --save_dir %s holds an earlier run (%s) with no checkpoint to continue '
                                 'it from in %s; --overwrite moves that run aside and starts afresh, or choose a new '
-                                '--save_dir' % (resume, path, ', '.join(used), os.path.join(path, 'checkpoints')))
+                                '--save_dir' % ('' if resume == 'auto' else ' ' + resume, path, ', '.join(used),
+                                                os.path.join(path, 'checkpoints')))
             if used and not resume:
                 if not overwrite:
                     raise UserError('--save_dir %s holds an earlier run (%s): pass --resume to continue it, '
