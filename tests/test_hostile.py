@@ -412,6 +412,39 @@ def test_a_signal_while_the_data_are_prepared_stops_with_one_line(work, signum, 
     assert not subprocess.run(['pgrep', '-s', str(proc.pid)], capture_output=True).stdout    # no worker left
 
 
+@pytest.mark.slow
+def test_main_stops_with_one_line_when_ctrl_c_comes_during_check_images(tmp_path):
+    """main.py's wiring: the handlers are in place while the data are checked, in 2 processes."""
+    data = tmp_path / 'data'
+    ramp = np.tile(np.arange(1500, dtype=np.uint8)[None, :, None], (1500, 1, 3))    # slow to decode, small
+    for c in range(4):
+        (data / ('c%d' % c)).mkdir(parents=True)
+        for i in range(100):
+            cv2.imwrite(str(data / ('c%d' % c) / ('%d.jpg' % i)), ramp)
+    save_dir = tmp_path / 'run'
+    proc = subprocess.Popen([PY, 'main.py', '--data_name', 'folder', '--data_dir', str(data), '--check_images',
+                             '--num_workers', '2', '--pretrained', 'false', '--image_size', '32', '--batch_size', '4',
+                             '--num_instances', '2', '--save_dir', str(save_dir)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        seen = ''
+        while 'checking images' not in seen:
+            char = proc.stderr.read(1)
+            assert char, seen
+            seen += char
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)      # as a terminal sends it: the workers get it too
+        err = seen + proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [line for line in err.replace('\r', '\n').splitlines() if line.strip() and 'checking images' not in line]
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert lines == ['stopped by SIGINT before training began: no checkpoint was written yet (nothing to --resume)'], err
+    assert not os.path.exists(str(save_dir / 'checkpoints'))
+
+
 def test_a_second_signal_while_preparing_exits_at_once(monkeypatch):
     from runner.interrupt import Stopped, StopFlag
     exits = []
