@@ -22,13 +22,18 @@ LOCK = '.lock'
 def earlier_run(path):
     """What in folder ``path`` shows an earlier run (a short list of names), or [] for none."""
     found = []
-    if glob.glob(os.path.join(path, 'checkpoints', 'epoch_*')):
+    if _checkpoints(path):
         found.append('checkpoints/')
-    params = sorted(os.path.basename(p) for p in glob.glob(os.path.join(path, '*.params')))
+    # glob.escape: a folder named like a pattern ('run[1]') must not hide the run inside it
+    params = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(path), '*.params')))
     found += params[:2] + (['...'] if len(params) > 2 else [])
-    if glob.glob(os.path.join(path, 'tensorboard_log', '**', 'events.out.tfevents.*'), recursive=True):
+    if glob.glob(os.path.join(glob.escape(path), 'tensorboard_log', '**', 'events.out.tfevents.*'), recursive=True):
         found.append('tensorboard_log/')
     return found
+
+
+def _checkpoints(path):
+    return glob.glob(os.path.join(glob.escape(path), 'checkpoints', 'epoch_*'))
 
 
 def _aside(path):
@@ -42,7 +47,7 @@ def _aside(path):
 def _own_checkpoint(resume, path):
     """Whether --resume (``'auto'`` or a checkpoint folder) continues the run in folder ``path``."""
     if resume == 'auto':
-        return bool(glob.glob(os.path.join(path, 'checkpoints', 'epoch_*')))
+        return bool(_checkpoints(path))
     return os.path.realpath(os.path.dirname(os.path.normpath(resume))) == \
         os.path.realpath(os.path.join(path, 'checkpoints'))
 
@@ -82,7 +87,8 @@ class RunDir:
 
     def _lock(self):
         lock = os.path.join(self.path, LOCK)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock planted as a link must not make the run truncate the file it points to
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -191,6 +191,25 @@ def test_overwrite_with_a_trailing_slash_moves_the_run_beside_it(tmp_path, capsy
     assert 'to %s.old-1' % save_dir in capsys.readouterr().out
 
 
+def test_an_earlier_run_in_a_folder_named_like_a_pattern_is_seen(tmp_path):
+    save_dir = str(tmp_path / 'run[1]')
+    earlier_run(save_dir)
+    before = tree_hashes(save_dir)
+    with pytest.raises(UserError, match='holds an earlier run'):
+        RunDir(save_dir)
+    assert tree_hashes(save_dir) == before
+
+
+def test_a_lock_planted_as_a_link_truncates_nothing(tmp_path):
+    victim = tmp_path / 'notes.txt'
+    victim.write_text('precious')
+    (tmp_path / 'run').mkdir()
+    os.symlink(str(victim), str(tmp_path / 'run' / '.lock'))
+    with pytest.raises(UserError, match='cannot use --save_dir'):
+        RunDir(str(tmp_path / 'run'))
+    assert victim.read_text() == 'precious'
+
+
 def test_old_numbers_are_never_reused(tmp_path):
     save_dir = str(tmp_path / 'run')
     for n in (1, 2, 3):
