@@ -29,6 +29,12 @@ def _child_signals():
 os.register_at_fork(after_in_child=_child_signals)
 
 
+def _exit_now(signum):
+    """A second signal: one line, and out at once (no cleanup, no checkpoint)."""
+    os.write(2, b'stopped by a second %s: exiting at once\n' % signal.Signals(signum).name.encode())
+    os._exit(128 + signum)
+
+
 class Stopped(UserError):
     """A run stopped by a signal: its line, and exit status 128 + N."""
     prefix = ''
@@ -58,7 +64,7 @@ class StopFlag:
 
     def _stop_now(self, signum, frame):
         if self.signum is not None:
-            os._exit(128 + signum)
+            _exit_now(signum)
         self.signum = signum
         raise Stopped('stopped by %s before training began: no checkpoint was written yet (nothing to --resume)'
                       % self.name, signum)
@@ -71,7 +77,7 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.signum is not None:
-            os._exit(128 + signum)
+            _exit_now(signum)
         self.signum = signum
 
     def restore(self):

@@ -25,13 +25,18 @@ STARTUP_FILES = ('args.txt', LOCK)  # what a run writes before it has results
 def earlier_run(path):
     """What in folder ``path`` shows an earlier run (a short list of names), or [] for none."""
     found = []
-    if glob.glob(os.path.join(path, 'checkpoints', 'epoch_*')):
+    if _checkpoints(path):
         found.append('checkpoints/')
-    params = sorted(os.path.basename(p) for p in glob.glob(os.path.join(path, '*.params')))
+    # glob.escape: a folder named like a pattern ('run[1]') must not hide the run inside it
+    params = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(path), '*.params')))
     found += params[:2] + (['...'] if len(params) > 2 else [])
-    if glob.glob(os.path.join(path, 'tensorboard_log', '**', 'events.out.tfevents.*'), recursive=True):
+    if glob.glob(os.path.join(glob.escape(path), 'tensorboard_log', '**', 'events.out.tfevents.*'), recursive=True):
         found.append('tensorboard_log/')
     return found
+
+
+def _checkpoints(path):
+    return glob.glob(os.path.join(glob.escape(path), 'checkpoints', 'epoch_*'))
 
 
 def _aside(path):
@@ -45,7 +50,7 @@ def _aside(path):
 def _own_checkpoint(resume, path):
     """Whether --resume (``'auto'`` or a checkpoint folder) continues the run in folder ``path``."""
     if resume == 'auto':
-        return bool(glob.glob(os.path.join(path, 'checkpoints', 'epoch_*')))
+        return bool(_checkpoints(path))
     return os.path.realpath(os.path.dirname(os.path.normpath(resume))) == \
         os.path.realpath(os.path.join(path, 'checkpoints'))
 
@@ -67,9 +72,10 @@ class RunDir:
             self._lock()
             used = earlier_run(self.path)
             if used and resume and not _own_checkpoint(resume, self.path):
-                raise UserError('--resume %s: --save_dir %s holds an earlier run (%s) with no checkpoint to continue '
+                raise UserError('--resume%s: --save_dir %s holds an earlier run (%s) with no checkpoint to continue '
                                 'it from in %s; --overwrite moves that run aside and starts afresh, or choose a new '
-                                '--save_dir' % (resume, path, ', '.join(used), os.path.join(path, 'checkpoints')))
+                                '--save_dir' % ('' if resume == 'auto' else ' ' + resume, path, ', '.join(used),
+                                                os.path.join(path, 'checkpoints')))
             if used and not resume:
                 if not overwrite:
                     raise UserError('--save_dir %s holds an earlier run (%s): pass --resume to continue it, '
@@ -85,7 +91,8 @@ class RunDir:
 
     def _lock(self):
         lock = os.path.join(self.path, LOCK)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock planted as a link must not make the run truncate the file it points to
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -176,3 +176,20 @@ def test_retrieval_picture_of_a_digits_run(tmp_path):
     proc = _cli('tools.retrieval', tmp_path / 'run', '--out', tmp_path / 'g.png')
     assert proc.returncode == 0, proc.stderr
     assert cv2.imread(str(tmp_path / 'g.png')).shape[:2] == (4 + 6 * 100, 12 + 6 * 100)
+
+
+def test_embed_reads_and_lists_a_file_name_that_is_not_utf8(run_dir, tmp_path):
+    """cv2.imread crashed on such a name; the listing holds the name's bytes, so it opens as listed."""
+    from tools import embed
+    images = tmp_path / 'images'
+    (images / 'a').mkdir(parents=True)
+    data = os.path.join(os.path.dirname(run_dir), 'data')
+    latin1 = os.fsdecode(b'caf\xe9.png')
+    for name, source in ((latin1, '000.png'), ('001.png', '001.png')):
+        os.symlink(os.path.join(data, 'd7', source), os.path.join(str(images / 'a'), name))
+    out = str(tmp_path / 'e.npy')
+    embed.run([run_dir, str(images), '--out', out])
+    listed = (tmp_path / 'e.txt').read_bytes().splitlines()
+    assert [os.path.basename(p) for p in listed] == [b'001.png', b'caf\xe9.png']
+    assert all(os.path.isfile(p) for p in listed) and np.load(out).shape[0] == 2
+    assert sorted(os.listdir(str(tmp_path))) == ['e.npy', 'e.txt', 'images']     # no temporary file left

@@ -8,7 +8,6 @@ has the key ``cars196/ee_hphn_triplet``.
 import csv
 import math
 import os
-import shlex
 
 from utils.errors import UserError
 
@@ -46,9 +45,10 @@ def load_paper_numbers(path=DEFAULT_CSV):
 
 
 def read_flags(path):
-    """{flag: value} of a main.py --config file (``--flag=value`` or ``--flag value`` tokens)."""
-    with open(path) as f:
-        tokens = shlex.split(f.read(), comments=True)
+    """{flag: value} of a main.py --config file (``--flag=value`` or ``--flag value`` tokens), read
+    as main.py reads it (runner.options.read_config: a regular file of control-free values)."""
+    from runner.options import read_config
+    tokens = read_config(path)
     flags = {}
     for i, token in enumerate(tokens):
         if not token.startswith('--'):

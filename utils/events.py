@@ -66,8 +66,8 @@ def read_records(path):
     end) or naming the first corrupt record; a record cut short at the end of the file (a crash
     while it was written) ends the list. Never reads more than the file's size.
     """
-    try:
-        f = open(path, 'rb')
+    try:        # O_NONBLOCK: opening a FIFO would wait for a writer
+        f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb')
     except OSError as exc:
         raise UserError('cannot read event file %s: %s' % (path, exc.strerror)) from exc
     with f:
