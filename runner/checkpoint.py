@@ -36,6 +36,8 @@ from utils.errors import UserError, first_line
 FORMAT = 2
 _NAME = re.compile(r'^epoch_(\d{5,})(?:_iter_(\d{5,}))?$')
 MANIFEST = 'manifest.json'
+# state.json holds the run's flags, best metrics and random states: about 40 KB
+MAX_JSON = 16 << 20
 
 
 class CorruptCheckpoint(Exception):
@@ -219,6 +221,16 @@ def checkpoint_name(epoch, iteration=0):
     return 'epoch_%05d' % epoch + ('_iter_%05d' % iteration if iteration else '')
 
 
+def _read_json(path):
+    """The JSON value in ``path``; ValueError when the file exceeds MAX_JSON bytes (Python's parser
+    holds several times a file's size: a planted 4 GB state.json would cost far more)."""
+    if os.path.getsize(path) > MAX_JSON:
+        raise ValueError('%s holds %d bytes, more than a checkpoint writes (%d at most)'
+                         % (os.path.basename(path), os.path.getsize(path), MAX_JSON))
+    with open(path) as f:
+        return json.load(f)
+
+
 def verify(path):
     """Check a checkpoint folder against its manifest; raises CorruptCheckpoint, or UserError for
     the old pickle format. Returns the manifest's file list."""
@@ -229,8 +241,7 @@ def verify(path):
                             % path)
         raise CorruptCheckpoint('no %s' % MANIFEST)
     try:
-        with open(os.path.join(path, MANIFEST)) as f:
-            manifest = json.load(f)
+        manifest = _read_json(os.path.join(path, MANIFEST))
         files = manifest['files']
         if manifest.get('format') != FORMAT:
             raise CorruptCheckpoint('format %r, expected %d' % (manifest.get('format'), FORMAT))
@@ -344,8 +355,7 @@ class Checkpointer:
         try:
             if not verified:
                 verify(path)
-            with open(os.path.join(path, 'state.json')) as f:
-                state = json.load(f)
+            state = _read_json(os.path.join(path, 'state.json'))
             check_state(state, _NAME.match(os.path.basename(os.path.normpath(path))))
             return state
         except CorruptCheckpoint as exc:

@@ -89,7 +89,7 @@ def test_a_weight_bomb_through_init_from_is_refused_before_mxnet(tmp_path, capsy
     path.write_bytes(bomb)
     monkeypatch.setattr(mx.nd, 'load', never)
     status = main.main(['--init_from', str(path), '--save_dir', str(tmp_path / 'run')])
-    one_line(capsys.readouterr().err.splitlines(), '--init_from', path)
+    one_line(capsys.readouterr().err.splitlines(), '--init_from', path, 'claims')
     assert status == 2 and not (tmp_path / 'run').exists()     # refused before the run's folder is made
 
 
@@ -209,6 +209,14 @@ def test_a_rewritten_state_json_is_refused_naming_the_field(tmp_path, state, exp
         Checkpointer.read_state(folder)
     message = str(info.value)
     assert folder in message and expected in message and '\n' not in message, message
+
+
+def test_an_oversized_state_json_is_refused_unparsed(tmp_path, monkeypatch):
+    folder = str(tmp_path / 'epoch_00001')
+    write_checkpoint(folder, lambda state: dict(state, padding=' ' * (ck.MAX_JSON + 1)))
+    monkeypatch.setattr(json, 'load', never)
+    with pytest.raises(UserError, match='state.json holds .* bytes, more than a checkpoint writes'):
+        Checkpointer.read_state(folder, verified=True)
 
 
 @pytest.mark.parametrize('manifest', [[], {'format': 2, 'files': ['model.params']},
@@ -483,3 +491,23 @@ def test_no_bomb_costs_memory(tmp_path):
                                      'npy'], '2'), (results, err)
     assert usage.ru_maxrss / 1024 < RSS_LIMIT_MB, usage.ru_maxrss
     assert 'Traceback' not in err
+
+
+@pytest.mark.slow
+def test_embed_skips_an_image_bomb_and_one_over_opencvs_limit(tmp_path, capsys, max_pixels):
+    from model import get_model
+    from tools import embed
+    run = fake_run(tmp_path / 'run', '--max_image_pixels', str(2 ** 31))   # the run's flag: past OpenCV's limit
+    net = get_model('googlenet', 512, False)
+    net(mx.nd.zeros((1, 3, 64, 64)))        # the embedding layer's shape is inferred on the first batch
+    net.save_parameters(os.path.join(run, 'model_final.params'))
+    os.makedirs(tmp_path / 'images')
+    good = jpeg(tmp_path / 'images' / 'a.jpg')
+    huge = jpeg(tmp_path / 'images' / 'b.jpg', 40000, 40000)
+    argv = [run, str(tmp_path / 'images'), '--out', str(tmp_path / 'e.npy')]
+    assert run_command(embed.run, argv) == 2
+    one_line(capsys.readouterr().err.splitlines(), huge, 'OpenCV refuses it', '--skip_bad_images')
+    emb, kept = embed.run(argv + ['--skip_bad_images'])
+    assert kept == [good] and emb.shape == (1, 512) and huge in capsys.readouterr().err
+    assert run_command(embed.run, argv + ['--max_image_pixels', '1000']) == 2        # the tool's flag wins
+    one_line(capsys.readouterr().err.splitlines(), huge, 'over --max_image_pixels 1000')
