@@ -180,6 +180,19 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def _is_random_state(state):
+    """Whether ``state`` has the shape random_state() gives (what set_random_state accepts)."""
+    try:
+        (version, internal, gauss), (name, keys, pos, has_gauss, cached) = state['python'], state['numpy']
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (_is_int(version) and isinstance(internal, list) and len(internal) == 625
+            and all(_is_int(v) for v in internal) and (gauss is None or _is_number(gauss))
+            and name == 'MT19937' and isinstance(keys, list) and len(keys) == 624
+            and all(_is_int(k) and k < 2 ** 32 for k in keys) and _is_int(pos) and _is_int(has_gauss)
+            and _is_number(cached))
+
+
 def check_state(state, name=None):
     """ValueError naming the first field of a state.json (as Checkpointer.save writes it) of the wrong type
     or out of range. ``name``: the match of the folder's name (epoch_NNNNN[_iter_IIIII]), which the
@@ -196,9 +209,6 @@ def check_state(state, name=None):
         raise bad('epoch', 'an integer in [0, --epochs (%d)] of the run that wrote it' % args['epochs'])
     if not _is_int(state.get('iteration')) or (state['iteration'] and state['epoch'] == args['epochs']):
         raise bad('iteration', 'an integer >= 0 (0 at the end of the run)')
-    if name and (int(name.group(1)), int(name.group(2) or 0)) != (state['epoch'], state['iteration']):
-        raise ValueError('state.json: epoch %d, iteration %d disagree with the folder\'s name %s'
-                         % (state['epoch'], state['iteration'], name.group(0)))
     if not _is_int(state.get('global_step')):
         raise bad('global_step', 'an integer >= 0')
     best = state.get('best')
@@ -206,8 +216,10 @@ def check_state(state, name=None):
         raise bad('best', 'an object of finite metric values')
     if state.get('best_chosen') is not None and not _is_number(state['best_chosen']):
         raise bad('best_chosen', 'null or a finite number')
-    if not isinstance(state.get('random'), dict) or (state['iteration'] and not isinstance(state.get('epoch_random'), dict)):
-        raise bad('random', 'the random states (and epoch_random when stopped mid-epoch)')
+    if not _is_random_state(state.get('random')):
+        raise bad('random', 'the random states random_state() writes')
+    if state['iteration'] and not _is_random_state(state.get('epoch_random')):
+        raise bad('epoch_random', 'the random states of the epoch stopped mid-way')
     opt = state.get('optimizer')
     if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get('structure'), dict)
                                 and isinstance(opt.get('shapes'), list) and _is_int(opt.get('num_update'))
@@ -215,6 +227,9 @@ def check_state(state, name=None):
                                 and all(isinstance(c, dict) and all(_is_int(n) for n in c.values())
                                         for c in opt['update_counts'].values())):
         raise bad('optimizer', 'null or the optimiser\'s structure, shapes and update counts')
+    if name and (int(name.group(1)), int(name.group(2) or 0)) != (state['epoch'], state['iteration']):
+        raise ValueError('state.json: epoch %d, iteration %d disagree with the folder\'s name %s'
+                         % (state['epoch'], state['iteration'], name.group(0)))
 
 
 def checkpoint_name(epoch, iteration=0):
