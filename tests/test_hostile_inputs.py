@@ -385,6 +385,16 @@ def test_main_refuses_an_image_bomb_in_a_folder_and_the_flag_reaches_the_check(t
     one_line(capsys.readouterr().err.splitlines(), os.path.join('c0', '0.jpg'), 'over --max_image_pixels 100')
 
 
+def test_an_image_file_larger_than_its_pixels_can_be_is_refused_unread(tmp_path, max_pixels):
+    from data.image_list import read_rgb
+    path = jpeg(tmp_path / 'padded.jpg')
+    with open(path, 'ab') as f:
+        f.truncate(8 * 1000 + (1 << 20) + 1)        # a sparse file: its size costs no disk
+    max_pixels(1000)
+    with pytest.raises(UserError, match='padded.jpg: the file holds 1056577 bytes'):
+        read_rgb(path)
+
+
 def test_skip_bad_images_leaves_an_image_bomb_out(tmp_path):
     from data.checks import check_images
     good, bomb = jpeg(tmp_path / 'good.jpg'), jpeg(tmp_path / 'bomb.jpg', 20000, 20000)
