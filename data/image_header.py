@@ -35,6 +35,11 @@ def check_image_file(path, max_pixels):
         return
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
+    # 8 bytes per pixel: 16-bit RGBA uncompressed; a file larger than that holds something else,
+    # and would be read whole
+    if os.path.getsize(path) > 8 * max_pixels + (1 << 20):
+        raise BadImageFile('the file holds %d bytes, more than an image of --max_image_pixels %d can'
+                           % (os.path.getsize(path), max_pixels))
     if width * height > max_pixels:
         raise BadImageFile('its header claims %d x %d = %d pixels, over --max_image_pixels %d '
                            '(raise it if the image is genuine)' % (width, height, width * height, max_pixels))

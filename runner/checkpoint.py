@@ -36,6 +36,8 @@ from utils.errors import UserError, first_line
 FORMAT = 2
 _NAME = re.compile(r'^epoch_(\d{5,})(?:_iter_(\d{5,}))?$')
 MANIFEST = 'manifest.json'
+# state.json holds the run's flags, best metrics and random states: about 40 KB
+MAX_JSON = 16 << 20
 
 
 class CorruptCheckpoint(Exception):
@@ -203,6 +205,19 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def _is_random_state(state):
+    """Whether ``state`` has the shape random_state() gives (what set_random_state accepts)."""
+    try:
+        (version, internal, gauss), (name, keys, pos, has_gauss, cached) = state['python'], state['numpy']
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (_is_int(version) and isinstance(internal, list) and len(internal) == 625
+            and all(_is_int(v) for v in internal) and (gauss is None or _is_number(gauss))
+            and name == 'MT19937' and isinstance(keys, list) and len(keys) == 624
+            and all(_is_int(k) and k < 2 ** 32 for k in keys) and _is_int(pos) and _is_int(has_gauss)
+            and _is_number(cached))
+
+
 def check_state(state, name=None):
     """ValueError naming the first field of a state.json (as Checkpointer.save writes it) of the wrong type
     or out of range. ``name``: the match of the folder's name (epoch_NNNNN[_iter_IIIII]), which the
@@ -219,9 +234,6 @@ def check_state(state, name=None):
         raise bad('epoch', 'an integer in [0, --epochs (%d)] of the run that wrote it' % args['epochs'])
     if not _is_int(state.get('iteration')) or (state['iteration'] and state['epoch'] == args['epochs']):
         raise bad('iteration', 'an integer >= 0 (0 at the end of the run)')
-    if name and (int(name.group(1)), int(name.group(2) or 0)) != (state['epoch'], state['iteration']):
-        raise ValueError('state.json: epoch %d, iteration %d disagree with the folder\'s name %s'
-                         % (state['epoch'], state['iteration'], name.group(0)))
     if not _is_int(state.get('global_step')):
         raise bad('global_step', 'an integer >= 0')
     best = state.get('best')
@@ -229,8 +241,10 @@ def check_state(state, name=None):
         raise bad('best', 'an object of finite metric values')
     if state.get('best_chosen') is not None and not _is_number(state['best_chosen']):
         raise bad('best_chosen', 'null or a finite number')
-    if not isinstance(state.get('random'), dict) or (state['iteration'] and not isinstance(state.get('epoch_random'), dict)):
-        raise bad('random', 'the random states (and epoch_random when stopped mid-epoch)')
+    if not _is_random_state(state.get('random')):
+        raise bad('random', 'the random states random_state() writes')
+    if state['iteration'] and not _is_random_state(state.get('epoch_random')):
+        raise bad('epoch_random', 'the random states of the epoch stopped mid-way')
     opt = state.get('optimizer')
     if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get('structure'), dict)
                                 and isinstance(opt.get('shapes'), list) and _is_int(opt.get('num_update'))
@@ -238,10 +252,23 @@ def check_state(state, name=None):
                                 and all(isinstance(c, dict) and all(_is_int(n) for n in c.values())
                                         for c in opt['update_counts'].values())):
         raise bad('optimizer', 'null or the optimiser\'s structure, shapes and update counts')
+    if name and (int(name.group(1)), int(name.group(2) or 0)) != (state['epoch'], state['iteration']):
+        raise ValueError('state.json: epoch %d, iteration %d disagree with the folder\'s name %s'
+                         % (state['epoch'], state['iteration'], name.group(0)))
 
 
 def checkpoint_name(epoch, iteration=0):
     return 'epoch_%05d' % epoch + ('_iter_%05d' % iteration if iteration else '')
+
+
+def _read_json(path):
+    """The JSON value in ``path``; ValueError when the file exceeds MAX_JSON bytes (Python's parser
+    holds several times a file's size: a planted 4 GB state.json would cost far more)."""
+    if os.path.getsize(path) > MAX_JSON:
+        raise ValueError('%s holds %d bytes, more than a checkpoint writes (%d at most)'
+                         % (os.path.basename(path), os.path.getsize(path), MAX_JSON))
+    with open(path) as f:
+        return json.load(f)
 
 
 def verify(path):
@@ -254,8 +281,7 @@ def verify(path):
                             % path)
         raise CorruptCheckpoint('no %s' % MANIFEST)
     try:
-        with open(os.path.join(path, MANIFEST)) as f:
-            manifest = json.load(f)
+        manifest = _read_json(os.path.join(path, MANIFEST))
         files = manifest['files']
         if manifest.get('format') != FORMAT:
             raise CorruptCheckpoint('format %r, expected %d' % (manifest.get('format'), FORMAT))
@@ -369,8 +395,7 @@ class Checkpointer:
         try:
             if not verified:
                 verify(path)
-            with open(os.path.join(path, 'state.json')) as f:
-                state = json.load(f)
+            state = _read_json(os.path.join(path, 'state.json'))
             check_state(state, _NAME.match(os.path.basename(os.path.normpath(path))))
             return state
         except CorruptCheckpoint as exc:

@@ -165,12 +165,13 @@ def test_checkpointer_keeps_the_newest_and_ignores_temporary_folders(tmp_path):
     trainer = mx.gluon.Trainer(net.collect_params(), 'adam')
     loss = HPHNTripletLoss()
     ck = Checkpointer(str(tmp_path), keep=2)
+    state = {'best': {}, 'best_chosen': None, 'args': {'epochs': 4}, 'epoch_random': None}
     for epoch in (1, 2, 3):
-        ck.save(epoch, net, trainer, loss, {'best': {}, 'global_step': epoch})
+        ck.save(epoch, net, trainer, loss, dict(state, global_step=epoch))
     os.makedirs(os.path.join(ck.root, '.tmp-epoch_00009-123'))       # a crash mid-write
     os.makedirs(os.path.join(ck.root, '.trash-epoch_00001-123'))     # a crash mid-removal
     assert [os.path.basename(p) for p in ck.paths()] == ['epoch_00002', 'epoch_00003']
-    ck.save(4, net, trainer, loss, {'best': {}, 'global_step': 4})
+    ck.save(4, net, trainer, loss, dict(state, global_step=4))
     assert sorted(os.listdir(ck.root)) == ['epoch_00003', 'epoch_00004']
     assert Checkpointer.load(ck.latest(), net, trainer, loss, mx.cpu())['global_step'] == 4
     with pytest.raises(UserError, match='cannot resume'):

@@ -125,6 +125,8 @@ def run(argv=None):
     recallk = _parse_recallk(args.recallk)
     if args.block_size is not None and args.block_size < 1:
         raise UserError('--block_size must be a positive integer, got %d' % args.block_size)
+    if not 0 <= args.seed < 2 ** 32:
+        raise UserError('--seed must be in [0, 2^32), got %d' % args.seed)
     if args.qe < 0 or args.dba < 0:
         raise UserError('--qe and --dba must be >= 0 (0: off), got %d and %d' % (args.qe, args.dba))
     expand = dict(qe=args.qe, dba=args.dba, recallk=recallk, block_size=args.block_size)

@@ -94,6 +94,8 @@ def run(argv=None):
     from tools.run import run_args
     if args.queries < 1 or args.k < 1 or not 8 <= args.tile <= 1024:
         raise UserError('--queries and --k must be positive and --tile in [8, 1024]')
+    if not 0 <= args.seed < 2 ** 32:
+        raise UserError('--seed must be in [0, 2^32), got %d' % args.seed)
     if os.path.splitext(args.out)[1].lower() not in ('.png', '.jpg', '.jpeg'):
         raise UserError('--out %s: expected a .png or .jpg file name' % args.out)
     conf = run_args(args.run_dir)
