@@ -10,8 +10,9 @@ import main
 import runner.trainer
 from utils.events import read_scalars
 
+# --keep_best 0 keeps every improvement's file (as the release), so the saved files list the epochs chosen
 TINY = ['--batch_size', '16', '--num_instances', '8', '--num_workers', '0', '--eval_epoch_term', '1',
-        '--summary_step', '1', '--eval_metrics', 'recall', '--recallk', '1']
+        '--summary_step', '1', '--eval_metrics', 'recall', '--recallk', '1', '--keep_best', '0']
 
 
 def script(monkeypatch, test, val=()):
