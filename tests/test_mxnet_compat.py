@@ -200,8 +200,8 @@ def test_a_library_that_fails_to_load_is_skipped(tmp_path):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEEDS_IT = ('mxnet', 'gluoncv', 'mxboard', 'data', 'model', 'loss', 'metrics', 'runner', 'tools', 'utils',
             'main', 'loss_bench')
-# tools/embed_onnx.py (and bench/pil_resize.py, which measures it) run an exported network with ONNX
-# Runtime alone: they import no MXNet on purpose
+# tools/embed_onnx.py runs an exported network with ONNX Runtime alone: it imports no MXNet on purpose;
+# bench/pil_resize.py measures such a network through it
 WITHOUT_MXNET = {'tools/embed_onnx.py', 'bench/pil_resize.py'}
 
 

@@ -279,3 +279,6 @@ def test_vit_is_one_line_and_keeps_the_mxnet_export(tmp_path, capsys):
     line = _one_error_line(capsys.readouterr().err)
     assert 'vit_small_patch16' in line and '_contrib_BilinearResize2D' in line
     assert sorted(os.listdir(str(tmp_path))) == ['net-0000.params', 'net-symbol.json', 'run']
+    export.run([str(run), str(tmp_path / 'm'), '--format', 'mxnet'])
+    assert sorted(os.listdir(str(tmp_path))) == ['m-0000.params', 'm-symbol.json', 'net-0000.params',
+                                                 'net-symbol.json', 'run']

@@ -9,8 +9,8 @@ our model:
 - opset 13 declared (the exporter's newest translations; it would otherwise declare the onnx
   package's newest opset), and the lowest IR version that carries it, so older runtimes load it;
 - the weights only as initializers: the exporter also lists every weight as a graph input, which
-  lets a caller override it and so keeps onnxruntime from folding and fusing the layers
-  (1.6x slower than MXNet when left in);
+  lets a caller override it and so keeps onnxruntime from folding constants into the layers
+  (1.3-1.45x the CPU time when left in, BENCHMARKS.md);
 - one input ``data`` (batch, 3, S, S), the batch dynamic, and one output ``embedding``
   (batch, embed_dim);
 - the preprocessing in the model's ``metadata_props`` (preprocessing_metadata), so that the file
