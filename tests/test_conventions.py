@@ -49,3 +49,10 @@ def test_printed_metrics_are_percent_everywhere(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     for key, value in metrics.items():
         assert printed[printed.index(key) + 1] == format_metrics({key: value}).split()[1]
+
+
+def test_convert_timm_vit_usage_error_is_one_line(capsys):
+    from tools import convert_timm_vit
+    assert convert_timm_vit.main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and 'source, target' in err[0]
