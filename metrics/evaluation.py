@@ -18,8 +18,10 @@ METRICS = RETRIEVAL_METRICS + ('nmi', 'f1')
 
 
 def format_metrics(metrics):
-    """'R@1 0.7160  NMI 0.6300' of a metrics dict, in its order."""
-    return '  '.join('%s %.4f' % kv for kv in metrics.items())
+    """'R@1 71.60  NMI 63.00' of a metrics dict (fractions), in its order: printed metrics are in
+    percent with two decimals, as the papers and every command print them; files (TensorBoard, JSON)
+    keep the fractions."""
+    return '  '.join('%s %.2f' % (key, 100 * value) for key, value in metrics.items())
 
 
 def _as_array(x, name, ndim, dtype):

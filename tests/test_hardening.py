@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -397,5 +398,6 @@ def test_pretrained_path_to_a_text_file_names_the_reason(tmp_path, capsys):
 def test_eval_metrics_without_recall_choose_on_the_first_metric(tmp_path, capsys):
     status, out, _ = run(capsys, *SMALL, '--epochs', '2', '--eval_metrics', 'nmi,map_at_r', '--save_dir', str(tmp_path))
     assert status == 0
-    assert 'choosing the best epoch on NMI' in out and 'best: MAP@R 0.' in out and '(chosen on NMI)' in out
+    assert 'choosing the best epoch on NMI' in out and '(chosen on NMI)' in out
+    assert re.search(r'best: MAP@R \d{1,3}\.\d\d ', out), out     # percent, as printed everywhere
     assert any(name.startswith('model_epoch_') for name in os.listdir(str(tmp_path)))

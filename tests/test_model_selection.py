@@ -39,7 +39,7 @@ def test_validation_classes_choose_the_epoch_and_the_first_of_equals_is_kept(tmp
     s = read_scalars(str(tmp_path))
     assert s['metric_epoch/R1/best'] == [(1, 0.5), (3, pytest.approx(0.6))]    # the test R@1 of epoch 3
     assert [e for e, _ in s['val_metric_epoch/R1']] == [1, 2, 3, 4]
-    assert 'best: R@1 0.6000 (chosen on val R@1)' in capsys.readouterr().out
+    assert 'best: R@1 60.00 (chosen on val R@1)' in capsys.readouterr().out
 
 
 def test_a_resumed_run_remembers_the_best_so_far(tmp_path, monkeypatch, capsys):
@@ -51,7 +51,7 @@ def test_a_resumed_run_remembers_the_best_so_far(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main.main(TINY + ['--epochs', '3', '--checkpoint_epochs', '1', '--save_dir', save_dir, '--resume']) == 0
     out = capsys.readouterr().out
-    assert 'best: R@1 0.9000' in out and '(best)' not in out.split('resumed from')[1]
+    assert 'best: R@1 90.00' in out and '(best)' not in out.split('resumed from')[1]
     assert saved_epochs(save_dir) == [1, 2]
     assert [e for e, _ in read_scalars(save_dir)['metric_epoch/R1/best']] == [1, 2]
 

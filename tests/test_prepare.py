@@ -401,3 +401,11 @@ def test_download_not_found(tmp_path, capsys, http_folder, short_timeout):
 def test_download_without_a_known_source(tmp_path, capsys):
     status, _, err = run(['cars196', tmp_path / 'src', '--data_dir', tmp_path / 'c', '--download'], capsys)
     assert status == 2 and 'car_ims.tgz' in err and '--mirror' in err
+
+
+def test_an_empty_destination_folder_is_filled(tmp_path, capsys, published):
+    src, dst = tmp_path / 'src', tmp_path / 'cub'
+    published('cub200', src, build_cub(tmp_path / 'build', src))
+    dst.mkdir()
+    assert run(['cub200', src, '--data_dir', dst], capsys)[0] == 0
+    assert (dst / 'images.txt').is_file() and (dst / prepare.MANIFEST).is_file()

@@ -19,14 +19,13 @@ Only this script needs PyTorch (to read the file). The layers carry timm's names
 
 Any other name (e.g. DeiT-distilled's dist_token) stops the conversion with its name.
 """
-import argparse
 import os
 import pickle
 import re
 import sys
 
 import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
-from utils.errors import first_line
+from utils.errors import OneLineParser, UserError, first_line, run_command
 
 # A LayerNorm of timm: the final norm or a block's norm1 / norm2.
 LAYER_NORM = re.compile(r'^(norm|blocks\.\d+\.norm[12])\.(weight|bias)$')
@@ -72,30 +71,33 @@ def load_state_dict(path):
     return {name: tensor.detach().float().numpy() for name, tensor in state.items()}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run(argv):
+    p = OneLineParser(prog='python3 -m tools.convert_timm_vit', description=__doc__.splitlines()[0])
     p.add_argument('source', help='timm / DeiT checkpoint, .pth or .bin')
     p.add_argument('target', help='.params file to write')
+    p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
     args = p.parse_args(argv)
     import mxnet as mx
     try:
         params = convert(load_state_dict(args.source))
     except (OSError, ValueError) as exc:
-        print('error: %s: %s' % (args.source, exc), file=sys.stderr)
-        return 2
+        raise UserError('%s: %s' % (args.source, exc)) from exc
     tmp = '%s.tmp-%d' % (args.target, os.getpid())
     try:        # a crash or a full disk leaves no truncated file under the target's name
         mx.nd.save(tmp, {name: mx.nd.array(value) for name, value in params.items()})
         os.replace(tmp, args.target)
     except (OSError, mx.base.MXNetError) as exc:
-        print('error: cannot write %s: %s' % (args.target, getattr(exc, 'strerror', None) or first_line(exc)),
-              file=sys.stderr)
-        return 2
+        raise UserError('cannot write %s: %s' % (args.target, getattr(exc, 'strerror', None) or first_line(exc))) \
+            from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     print('wrote %d arrays to %s' % (len(params), args.target))
-    return 0
+
+
+def main(argv=None):
+    """0 when written; 2 with one line ``error: ...`` for a bad argument or file."""
+    return run_command(run, argv)
 
 
 if __name__ == '__main__':
