@@ -161,3 +161,18 @@ def create_kvstore(name, timeout=300.0):
     finally:
         joined.set()
     return kv, kv.rank, kv.num_workers
+
+
+def start_kvstore(trainer):
+    """Set up ``trainer``'s kvstore and wait until this worker holds rank 0's initial parameters.
+    Call it once, before the first step() and after a forward pass (every shape known).
+
+    gluon.Trainer does this setup inside its first step(), right before it pushes that step's
+    gradients. A dist kvstore pulls the initial values asynchronously, on engine variables of its
+    own, so the gradient push may overtake the pull; the server then answers the late pull with
+    the first round's summed gradients (no optimiser runs there), which the worker takes as its
+    weights, and the workers train apart from then on (tests/test_distributed.py failed so).
+    Waiting for the pulls before any push closes the race."""
+    trainer._init_kvstore()
+    trainer._init_params()
+    mx.nd.waitall()

@@ -10,6 +10,7 @@ import numpy as np
 
 from metrics.evaluation import format_metrics as fmt
 from runner.checkpoint import random_state, save_best
+from runner.devices import start_kvstore
 from runner.evaluator import NonFiniteEmbeddings, evaluate_net, save_embeddings
 from runner.interrupt import Stopped
 from runner.options import selection_metric
@@ -65,6 +66,8 @@ def train_step(net, loss_fn, trainer, images, labels, ctx):
         # the other losses: their mean, (1,)) with step(1).
         total = loss.sum()
     total.backward()
+    if not trainer._kv_initialized:     # the first step: every worker starts from rank 0's parameters
+        start_kvstore(trainer)
     trainer.step(1)
     return loss.mean().asscalar(), embeddings, labels
 

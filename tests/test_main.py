@@ -274,11 +274,11 @@ def test_the_validation_classes_are_the_same_under_every_seed(tmp_path, monkeypa
         loop.net(next(iter(loop.loaders.train))[0])        # shapes known: main.py saves the network
         return {}
     monkeypatch.setattr(runner.trainer.TrainingLoop, 'run', record)
-    for seed in ('0', '1', '2'):
+    for seed in ('0', '1'):     # drawn with --seed instead, they would hold out classes {0, 2} and {1, 2}
         assert main.main(['--val_class_ratio', '0.4', '--seed', seed, '--batch_size', '16', '--num_instances', '8',
                           '--num_workers', '0', '--save_dir', str(tmp_path / seed)]) == 0
-    assert len(held_out) == 3 and len(held_out[0]) == 2            # 2 of digits' 5 training classes
-    assert held_out[0] == held_out[1] == held_out[2]
+    assert len(held_out) == 2 and len(held_out[0]) == 2            # 2 of digits' 5 training classes
+    assert held_out[0] == held_out[1]
 
 
 def test_each_parameter_gets_its_learning_rate_multiplier(tmp_path, monkeypatch):

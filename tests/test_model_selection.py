@@ -42,6 +42,7 @@ def test_validation_classes_choose_the_epoch_and_the_first_of_equals_is_kept(tmp
     assert 'best: R@1 60.00 (chosen on val R@1)' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_resumed_run_remembers_the_best_so_far(tmp_path, monkeypatch, capsys):
     """Epoch 2 was the best before the stop; the resumed run's epoch 3 is worse and is not kept."""
     save_dir = str(tmp_path)
