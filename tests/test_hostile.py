@@ -173,10 +173,13 @@ def test_resume_of_another_folders_checkpoint_into_an_earlier_run_is_refused(tmp
     save_dir = str(tmp_path / 'run')
     earlier_run(save_dir)
     os.makedirs(str(tmp_path / 'other' / 'checkpoints' / 'epoch_00001'))
+    (tmp_path / 'other' / 'checkpoints' / 'epoch_00001' / 'manifest.json').write_text('{}')
     with pytest.raises(UserError, match='holds an earlier run'):
         RunDir(save_dir, resume=str(tmp_path / 'other' / 'checkpoints' / 'epoch_00001'))
     own = os.path.join(save_dir, 'checkpoints', 'epoch_00001')
     os.makedirs(own)
+    with open(os.path.join(own, 'manifest.json'), 'w') as f:
+        f.write('{}')
     RunDir(save_dir + '/', resume=own + '/').close()       # its own checkpoint: allowed
 
 
