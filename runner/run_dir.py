@@ -48,9 +48,13 @@ def _aside(path):
 
 
 def _own_checkpoint(resume, path):
-    """Whether --resume (``'auto'`` or a checkpoint folder) continues the run in folder ``path``."""
+    """Whether --resume (``'auto'`` or a checkpoint folder) continues the run in folder ``path``.
+    A folder given that is no checkpoint at all passes here: runner.resume refuses it by name,
+    before anything is written."""
     if resume == 'auto':
         return bool(_checkpoints(path))
+    if not any(os.path.isfile(os.path.join(resume, name)) for name in ('manifest.json', 'state.pkl')):
+        return True
     return os.path.realpath(os.path.dirname(os.path.normpath(resume))) == \
         os.path.realpath(os.path.join(path, 'checkpoints'))
 

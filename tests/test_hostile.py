@@ -173,10 +173,13 @@ def test_resume_of_another_folders_checkpoint_into_an_earlier_run_is_refused(tmp
     save_dir = str(tmp_path / 'run')
     earlier_run(save_dir)
     os.makedirs(str(tmp_path / 'other' / 'checkpoints' / 'epoch_00001'))
+    (tmp_path / 'other' / 'checkpoints' / 'epoch_00001' / 'manifest.json').write_text('{}')
     with pytest.raises(UserError, match='holds an earlier run'):
         RunDir(save_dir, resume=str(tmp_path / 'other' / 'checkpoints' / 'epoch_00001'))
     own = os.path.join(save_dir, 'checkpoints', 'epoch_00001')
     os.makedirs(own)
+    with open(os.path.join(own, 'manifest.json'), 'w') as f:
+        f.write('{}')
     RunDir(save_dir + '/', resume=own + '/').close()       # its own checkpoint: allowed
 
 
@@ -604,3 +607,18 @@ def test_training_flushes_the_logs_at_every_evaluation_and_checkpoint(tmp_path, 
                          '--eval_epoch_term', '2', '--checkpoint_epochs', '1', '--save_dir', str(tmp_path))
     assert status == 0, err
     assert len(flushed) == 2 + 4        # evaluations after epochs 2 and 4, checkpoints after every epoch
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'device', 'huge'])
+def test_a_paper_csv_that_is_not_a_small_regular_file_is_refused(tmp_path, kind):
+    from tools.paper_numbers import load_paper_numbers
+    path = str(tmp_path / 'numbers.csv')
+    if kind == 'fifo':
+        os.mkfifo(path)
+    elif kind == 'device':
+        os.symlink('/dev/zero', path)       # would be read for ever, one endless line
+    else:
+        with open(path, 'w') as f:
+            f.write('paper,dataset,method,metric,value\n' + 'x,a,b,R@1,1\n' * 200000)
+    exc = _in_thread(lambda: load_paper_numbers(path))
+    assert isinstance(exc, UserError) and str(exc).startswith('the paper numbers %s are ' % path), exc

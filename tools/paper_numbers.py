@@ -16,10 +16,16 @@ DEFAULT_CSV = os.path.join(REPO, 'configs', 'paper_numbers.csv')
 COLUMNS = ['paper', 'dataset', 'method', 'metric', 'value']
 # main.py accepts the official release's spelling of CARS196 too.
 DATASET_ALIASES = {'car196': 'cars196'}
+MAX_CSV_BYTES = 1 << 20     # the table is a few KB
 
 
 def load_paper_numbers(path=DEFAULT_CSV):
     """{'dataset/method': {'R@1': 71.6, 'NMI': 63.1, ...}} with values in percent."""
+    if os.path.exists(path) and not os.path.isfile(path):     # a FIFO would block, /dev/zero never end
+        raise UserError('the paper numbers %s are not a regular file' % path)
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_CSV_BYTES:
+        raise UserError('the paper numbers %s are over %d bytes: not a table of published figures'
+                        % (path, MAX_CSV_BYTES))
     try:
         with open(path, newline='') as f:
             rows = list(csv.reader(f))
