@@ -483,7 +483,8 @@ for name, run in [
         ('init_from name', lambda: main.main(['--init_from', folder + '/name.params', '--save_dir', folder + '/r'])),
         ('tools params', lambda: run_command(embed.run, [folder + '/run', folder, '--out', folder + '/e.npy',
                                                           '--params', folder + '/count.params'])),
-        ('checkpoint', lambda: run_command(lambda a: Checkpointer.load(folder + '/epoch_00001', net, None, None, None), [])),
+        ('checkpoint', lambda: run_command(
+            lambda a: Checkpointer.load(folder + '/epoch_00001', net, None, None, None), [])),
         ('image', lambda: run_command(lambda a: read_rgb(folder + '/big.jpg'), [])),
         ('npy', lambda: evaluate.main(['--embeddings', folder + '/bomb.npy', '--labels', folder + '/labels.npy'])),
         ]:
