@@ -352,21 +352,11 @@ def check_args(args, num_devices):
     if args.batch_size % num_devices:
         raise UserError('--batch_size (%d) must split evenly over the %d devices of --ctx'
                         % (args.batch_size, num_devices))
-    if args.warmup_epochs < 0:
-        raise UserError('--warmup_epochs must be >= 0')
-    if not 0 < args.train_class_ratio < 1:         # (--val_class_ratio: data/validation.py checks it)
-        raise UserError('--train_class_ratio must be in (0, 1), got %s' % args.train_class_ratio)
-    if args.checkpoint_epochs < 0 or args.keep_checkpoints < 1 or args.keep_best < 0:
-        raise UserError('--checkpoint_epochs must be >= 0, --keep_checkpoints >= 1 and --keep_best >= 0')
     if sorted(set(args.lr_decay_epochs)) != args.lr_decay_epochs:
         raise UserError('--lr_decay_epochs must be increasing, got %s' % args.lr_decay_epochs)
     unknown = [m for m in args.eval_metrics if m not in METRICS]
     if unknown or not args.eval_metrics:
         raise UserError('--eval_metrics: unknown %s; choose from %s' % (unknown, ', '.join(METRICS)))
-    if args.eval_qe < 0 or args.eval_dba < 0:
-        raise UserError('--eval_qe and --eval_dba must be >= 0 (0: off)')
-    if args.eval_epoch_term < 1 or args.summary_step < 1 or args.epochs < 1:
-        raise UserError('--epochs, --eval_epoch_term and --summary_step must be positive')
     if not 0 <= args.start_epoch < args.epochs:
         raise UserError('--start_epoch (%d) must be in [0, --epochs (%d))' % (args.start_epoch, args.epochs))
     keys = metric_keys(args)
@@ -375,38 +365,51 @@ def check_args(args, num_devices):
 
 
 MIN_IMAGE_SIZE = 32
-# Flag ranges (low, high, whether each end is included); a float flag must also be finite (NaN
-# passes no comparison and would reach the optimiser: --momentum nan trains as 0). The upper ends
-# of sizes stop a flag from asking for more memory than any machine has before anything is built.
+# The interval of each numeric flag; a float flag must also be finite (NaN passes no comparison and
+# would reach the optimiser: --momentum nan trains as 0). The upper ends of sizes stop a flag from
+# asking for more memory than any machine has, before anything is built.
+# (--val_class_ratio: data/validation.py checks its range; --batch_size and --num_instances: the sampler)
 RANGES = {
-    'lr': (0, None, False), 'wd': (0, None, True), 'momentum': (0, 1, (True, False)),
-    'base_lr_mult': (0, None, True), 'proxy_lr_mult': (0, None, True), 'lr_decay_factor': (0, 1, (False, True)),
-    'seed': (0, 2 ** 31 - 1, True), 'embed_dim': (1, 16384, True), 'image_size': (MIN_IMAGE_SIZE, 2048, True),
-    'num_workers': (0, 256, True), 'max_image_pixels': (1, None, True),
-    'margin': (0, None, True), 'lifted_margin': (0, None, True), 'npair_l2_reg': (0, None, True),
-    'ms_alpha': (0, None, False), 'ms_beta': (0, None, False), 'ms_epsilon': (0, None, True),
-    'pa_margin': (0, None, True), 'pa_alpha': (0, None, False), 'see_lambda': (0, None, True),
-    'val_class_ratio': (0, 1, (True, False)),
+    'lr': '(0, inf)', 'wd': '[0, inf)', 'momentum': '[0, 1)', 'base_lr_mult': '[0, inf)',
+    'proxy_lr_mult': '[0, inf)', 'lr_decay_factor': '(0, 1]', 'seed': '[0, 2147483647]',
+    'embed_dim': '[1, 16384]', 'image_size': '[%d, 2048]' % MIN_IMAGE_SIZE, 'num_workers': '[0, 256]',
+    'max_image_pixels': '[1, inf)', 'train_class_ratio': '(0, 1)',
+    'margin': '[0, inf)', 'lifted_margin': '[0, inf)', 'npair_l2_reg': '[0, inf)', 'ms_alpha': '(0, inf)',
+    'ms_beta': '(0, inf)', 'ms_epsilon': '[0, inf)', 'pa_margin': '[0, inf)', 'pa_alpha': '(0, inf)',
+    'see_lambda': '[0, inf)', 'warmup_epochs': '[0, inf)', 'epochs': '[1, inf)', 'eval_epoch_term': '[1, inf)',
+    'summary_step': '[1, inf)', 'eval_qe': '[0, inf)', 'eval_dba': '[0, inf)', 'checkpoint_epochs': '[0, inf)',
+    'keep_checkpoints': '[1, inf)', 'keep_best': '[0, inf)',
 }
+# numeric flags whose range a class or another check owns, or that have none
+RANGES_ELSEWHERE = frozenset((
+    'val_class_ratio', 'batch_size', 'num_instances',         # data/validation.py, data/sampler.py
+    'n_inner_pts', 'n_expansion', 'max_thresh', 'min_thresh',  # the losses (EE, SEE)
+    'start_epoch',                                              # in [0, --epochs): check_args
+    'dist_timeout',                                             # runner/devices.py
+    'ms_base',                                                  # any finite offset
+    'alpha', 'beta', 'sigma'))                                  # unused
+
+
+def in_interval(value, interval):
+    """Whether ``value`` lies in ``interval``, written '[low, high)' and so on (inf: no bound)."""
+    low, high = (float(end) for end in interval[1:-1].split(','))
+    return (low < value or (interval[0] == '[' and value == low)) and \
+        (value < high or (interval[-1] == ']' and value == high))
 
 
 def check_ranges(args):
-    """UserError naming the first flag outside RANGES, or the first float flag that is not finite."""
+    """UserError naming the first float flag that is not finite, or the first flag outside RANGES."""
     import math
     for action in build_parser()._actions:
         value = getattr(args, action.dest, None)
         if action.type is float and value is not None and not math.isfinite(value):
             raise UserError('--%s must be a finite number, got %s' % (action.dest, value))
-    for dest, (low, high, closed) in RANGES.items():
+    for dest, interval in RANGES.items():
         value = getattr(args, dest, None)
-        if value is None:
-            continue
-        closed_low, closed_high = closed if isinstance(closed, tuple) else (closed, closed)
-        if value < low or (value == low and not closed_low) or \
-                (high is not None and (value > high or (value == high and not closed_high))):
-            raise UserError('--%s must be in %s%s, %s%s, got %s' % (
-                dest, '[' if closed_low else '(', low, 'inf' if high is None else high,
-                ']' if closed_high and high is not None else ')', value))
+        if value is not None and not in_interval(value, interval):
+            raise UserError('--%s must be in %s, got %s' % (dest, interval, value))
+
+
 # the key each --eval_metrics entry reports (recall: R@K per K)
 METRIC_KEYS = {'map_at_r': 'MAP@R', 'r_precision': 'RP', 'nmi': 'NMI', 'f1': 'F1'}
 

@@ -205,6 +205,20 @@ def test_resume_applies_schedule_flags_and_refuses_model_flags(trained, tmp_path
 
 
 @pytest.mark.slow
+def test_resume_with_another_selection_metric_rebases_the_best_epoch(trained, tmp_path, capsys):
+    save_dir = copy_run(trained, str(tmp_path / 'run'))
+    status, out, err = run(capsys, *SMALL, '--epochs', '4', '--select_metric', 'NMI', '--save_dir', save_dir,
+                           '--resume')
+    assert status == 0, err
+    assert 'the best epoch is now chosen on NMI (was R@1)' in out
+    # NMI (about 0.4 here) is not compared with the best R@1 (about 0.9): the first evaluation after
+    # resuming, epoch 4, is the best so far and is written
+    assert os.path.isfile(os.path.join(save_dir, 'model_epoch_00004.params'))
+    state = Checkpointer.read_state(os.path.join(save_dir, 'checkpoints', 'epoch_00004'))
+    assert state['best_chosen'] == state['best']['NMI'] < 0.8
+
+
+@pytest.mark.slow
 def test_resume_restores_the_weight_decay_of_the_new_run(trained, tmp_path, monkeypatch):
     """The old trainer.load_states unpickled the optimiser and with it the old weight decay."""
     seen = []

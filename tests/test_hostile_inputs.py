@@ -306,6 +306,13 @@ def test_flags_out_of_range_or_not_finite_are_one_line(tmp_path, capsys, flags, 
     assert status == 2 and not (tmp_path / 'out').exists()      # before anything is built
 
 
+def test_every_numeric_flag_has_a_range():
+    from runner.options import RANGES, RANGES_ELSEWHERE, build_parser
+    numeric = {a.dest for a in build_parser()._actions if a.type in (int, float)}
+    assert numeric - set(RANGES) - RANGES_ELSEWHERE == set()
+    assert set(RANGES) | RANGES_ELSEWHERE <= numeric        # no stale names
+
+
 def test_eval_qe_beyond_the_test_split_stops_before_training(tmp_path, capsys):
     import main
     status = main.main(['--eval_qe', '100000', '--save_dir', str(tmp_path / 'out'), '--num_workers', '0'])
@@ -476,7 +483,8 @@ for name, run in [
         ('init_from name', lambda: main.main(['--init_from', folder + '/name.params', '--save_dir', folder + '/r'])),
         ('tools params', lambda: run_command(embed.run, [folder + '/run', folder, '--out', folder + '/e.npy',
                                                           '--params', folder + '/count.params'])),
-        ('checkpoint', lambda: run_command(lambda a: Checkpointer.load(folder + '/epoch_00001', net, None, None, None), [])),
+        ('checkpoint', lambda: run_command(
+            lambda a: Checkpointer.load(folder + '/epoch_00001', net, None, None, None), [])),
         ('image', lambda: run_command(lambda a: read_rgb(folder + '/big.jpg'), [])),
         ('npy', lambda: evaluate.main(['--embeddings', folder + '/bomb.npy', '--labels', folder + '/labels.npy'])),
         ]:
