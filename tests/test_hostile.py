@@ -122,7 +122,7 @@ def test_a_dead_dataloader_worker_is_one_line_not_a_wait(monkeypatch, size, fata
     """(2, 0): the only batch never comes (the wait is bounded); (12, 7): the dead worker's earlier
     batch cannot be fetched any more."""
     from data import loaders
-    monkeypatch.setattr(loaders, 'WORKER_TIMEOUT', 3)
+    monkeypatch.setattr(loaders, 'WORKER_TIMEOUT', 1)
     start = time.time()
     with pytest.raises(UserError, match='DataLoader worker.*--num_workers 0'):
         for _ in loaders.DataLoader(Dies(size, fatal), batch_size=2, num_workers=2):
@@ -622,3 +622,17 @@ def test_a_paper_csv_that_is_not_a_small_regular_file_is_refused(tmp_path, kind)
             f.write('paper,dataset,method,metric,value\n' + 'x,a,b,R@1,1\n' * 200000)
     exc = _in_thread(lambda: load_paper_numbers(path))
     assert isinstance(exc, UserError) and str(exc).startswith('the paper numbers %s are ' % path), exc
+
+
+@pytest.mark.parametrize('chunk', [1, 7, 100])
+def test_event_records_read_in_chunks_are_the_records(tmp_path, chunk):
+    """Reading a bounded chunk at a time (records cross the chunk boundaries) changes nothing."""
+    path = logged(tmp_path, n=20)
+    whole = list(events.read_records(path, chunk=1 << 20))
+    assert len(whole) == 21 and list(events.read_records(path, chunk=chunk)) == whole
+    data = bytearray(open(path, 'rb').read())
+    tenth = record_offsets(data)[10]
+    data[tenth + 13] ^= 0x40
+    open(path, 'wb').write(bytes(data))
+    with pytest.raises(UserError, match='record 10 \\(byte %d\\) has a bad data checksum' % tenth):
+        list(events.read_records(path, chunk=chunk))

@@ -59,12 +59,31 @@ def mask(crc):
     return (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) & np.uint64(0xFFFFFFFF)
 
 
-def read_records(path):
-    """The payloads (bytes) of the records of the TFRecord file ``path``, both checksums checked.
+# Bytes read at a time: memory stays near this, not the file's size (a long run's log is large)
+CHUNK = 1 << 24
+
+
+def _check_data(path, records, first_index):
+    """UserError naming the first of ``records`` [(offset, payload, masked CRC)] (record numbers
+    from first_index) whose payload does not match its checksum; checked per payload length at once."""
+    bad = []
+    for length in set(len(payload) for _, payload, _ in records):
+        index = np.array([i for i, (_, payload, _) in enumerate(records) if len(payload) == length])
+        rows = np.frombuffer(b''.join(records[i][1] for i in index), np.uint8).reshape(len(index), length)
+        expected = np.array([records[i][2] for i in index], dtype=np.uint64)
+        bad.extend(index[mask(crc32c_rows(rows)) != expected].tolist())
+    if bad:
+        first = min(bad)
+        raise UserError('event file %s is corrupt: record %d (byte %d) has a bad data checksum'
+                        % (path, first_index + first, records[first][0]))
+
+
+def read_records(path, chunk=CHUNK):
+    """Yield the payload (bytes) of every record of the TFRecord file ``path``, both checksums checked.
 
     UserError naming the file when it is not a regular file (a FIFO or device would block or never
     end) or naming the first corrupt record; a record cut short at the end of the file (a crash
-    while it was written) ends the list. Never reads more than the file's size.
+    while it was written) ends it. Reads ``chunk`` bytes at a time, never past the file's size.
     """
     try:        # O_NONBLOCK: opening a FIFO would wait for a writer
         f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb')
@@ -74,31 +93,30 @@ def read_records(path):
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise UserError('event file %s is not a regular file' % path)
-        data = f.read(info.st_size)
-    offsets, payloads, checksums = [], [], []
-    pos = 0
-    while pos + 12 <= len(data):
-        length, length_crc = struct.unpack_from('<QI', data, pos)
-        if mask(crc32c(data[pos:pos + 8])) != length_crc:      # checked first: a bad length misleads the rest
-            raise UserError('event file %s is corrupt: record %d (byte %d) has a bad length checksum'
-                            % (path, len(offsets), pos))
-        if pos + 12 + length + 4 > len(data):
-            break
-        offsets.append(pos)
-        payloads.append(data[pos + 12:pos + 12 + length])
-        checksums.append(struct.unpack_from('<I', data, pos + 12 + length)[0])
-        pos += 12 + length + 4
-    checksums = np.array(checksums, dtype=np.uint64)
-    bad = []
-    for length in set(map(len, payloads)):
-        index = np.array([i for i, p in enumerate(payloads) if len(p) == length])
-        rows = np.frombuffer(b''.join(payloads[i] for i in index), np.uint8).reshape(len(index), length)
-        bad.extend(index[mask(crc32c_rows(rows)) != checksums[index]].tolist())
-    if bad:
-        first = min(bad)
-        raise UserError('event file %s is corrupt: record %d (byte %d) has a bad data checksum'
-                        % (path, first, offsets[first]))
-    return payloads
+        buf, start, index = b'', 0, 0       # buf: the bytes from file offset start not yet parsed
+        while True:
+            data = f.read(chunk)
+            buf += data
+            records, pos, cut = [], 0, False
+            while pos + 12 <= len(buf):
+                length, length_crc = struct.unpack_from('<QI', buf, pos)
+                if mask(crc32c(buf[pos:pos + 8])) != length_crc:    # first: a bad length misleads the rest
+                    raise UserError('event file %s is corrupt: record %d (byte %d) has a bad length checksum'
+                                    % (path, index + len(records), start + pos))
+                if start + pos + 16 + length > info.st_size:
+                    cut = True      # a crash while it was written: everything before it is intact
+                    break
+                if pos + 16 + length > len(buf):
+                    break           # completed by the next chunk
+                records.append((start + pos, buf[pos + 12:pos + 12 + length],
+                                struct.unpack_from('<I', buf, pos + 12 + length)[0]))
+                pos += 16 + length
+            _check_data(path, records, index)
+            yield from (payload for _, payload, _ in records)
+            index += len(records)
+            buf, start = buf[pos:], start + pos
+            if cut or not data:
+                return
 
 
 def read_scalars(logdir):
