@@ -50,7 +50,7 @@ def train(args):
     run_dir = None
     try:
         from data import build_split_loaders  # the heavy imports (mxnet, gluoncv) after parsing the flags
-        from data.image_list import set_max_pixels
+        from data.image_file import set_max_pixels
         from model import get_model
         from runner.checkpoint import Checkpointer, init_file, init_from, save_parameters_atomic
         from runner.devices import create_kvstore, parse_contexts

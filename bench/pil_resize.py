@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools.embed_onnx import list_images, load_session  # noqa: E402
+from tools.embed import list_images  # noqa: E402
+from tools.embed_onnx import load_session  # noqa: E402
 
 
 def main():

@@ -5,19 +5,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.errors import UserError
+from utils.errors import UserError, warn
 
-from .image_list import read_rgb
+from .image_file import read_rgb
 from .worker_pool import worker_map
 
 # OpenCV's log level that keeps errors but drops its own warning per unreadable file, which would
 # only repeat what our message says (cv2 has no named constant for it in Python).
 _CV2_LOG_ERROR = 2
-
-
-def warn(message):
-    """Print a one-line warning to stderr, in the style of main.py's ``error: ...`` lines."""
-    print('warning: %s' % message, file=sys.stderr, flush=True)
 
 
 def _decode_error(source):

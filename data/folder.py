@@ -13,9 +13,8 @@ each real folder once.
 """
 import os
 
-from utils.errors import UserError
+from utils.errors import UserError, warn
 
-from .checks import warn
 from .splits import Splits
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')

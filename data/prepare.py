@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from typing import NamedTuple
 
+from utils.atomic import atomic_file
 from utils.errors import OneLineParser, UserError, run_command
 
 from .archive import CHUNK, extract
@@ -218,13 +219,9 @@ def _fmt(counts):
 
 def write_json(path, payload):
     """payload as JSON at path: written to a temporary name, fsynced, renamed."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    with atomic_file(path, 'w') as f:
         json.dump(payload, f, indent=1)
         f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def command_line(name, data_dir):

@@ -31,6 +31,7 @@ import mxnet as mx
 import numpy as np
 
 from model.params_file import check_params_file, read_header
+from utils.atomic import atomic_paths, fsync_path
 from utils.errors import UserError, first_line
 
 FORMAT = 2
@@ -42,19 +43,6 @@ MAX_JSON = 16 << 20
 
 class CorruptCheckpoint(Exception):
     """A checkpoint folder whose files do not match its manifest (or that has none)."""
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path):
-    with open(path, 'rb') as f:
-        os.fsync(f.fileno())
 
 
 def _sha256(path):
@@ -76,16 +64,11 @@ def write_error(path, exc):
 
 def save_parameters_atomic(net, path):
     """net.save_parameters(path) such that a crash at any moment leaves the old file (or none)."""
-    tmp = '%s.tmp-%d' % (path, os.getpid())
     try:
-        net.save_parameters(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
+        with atomic_paths(path) as tmp:
+            net.save_parameters(tmp)
     except (OSError, mx.base.MXNetError) as exc:
         raise write_error(path, exc) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 BEST_NAME = 'model_epoch_%05d.params'
@@ -102,9 +85,8 @@ def save_best(net, save_dir, epoch, keep):
     first. Returns the new file's path.
     """
     path = os.path.join(save_dir, BEST_NAME % epoch)
-    save_parameters_atomic(net, path)
+    save_parameters_atomic(net, path)      # the folder fsynced too
     if keep:
-        _fsync_dir(save_dir)
         older = [os.path.join(save_dir, name) for name in os.listdir(save_dir)
                  if BEST_PATTERN.match(name) and name != os.path.basename(path)]
         older.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)
@@ -350,7 +332,7 @@ class Checkpointer:
             if os.path.isdir(final):        # the same epoch saved again (a resumed run): replace it
                 self._discard(final)
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         except (OSError, mx.base.MXNetError) as exc:
             raise write_error(final, exc) from exc
         finally:
@@ -375,11 +357,11 @@ class Checkpointer:
         files = {}
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
-            _fsync_file(path)
+            fsync_path(path)
             files[name] = {'size': os.path.getsize(path), 'sha256': _sha256(path)}
         with open(os.path.join(folder, MANIFEST), 'w') as f:
             json.dump({'format': FORMAT, 'files': files}, f, indent=1)
-        _fsync_file(os.path.join(folder, MANIFEST))
+        fsync_path(os.path.join(folder, MANIFEST))
 
     def _discard(self, path):
         """Remove a checkpoint: renamed out of the listing first, so a kill mid-removal leaves no

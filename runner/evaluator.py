@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from metrics.evaluation import RETRIEVAL_METRICS, evaluate, evaluate_query_gallery
+from utils.atomic import atomic_file
 from utils.errors import UserError
 
 
@@ -74,16 +75,9 @@ def save_embeddings(embeddings, folder):
     for name, (emb, labels) in embeddings.items():
         for suffix, array in (('embeddings', emb), ('labels', labels)):
             path = os.path.join(folder, '%s_%s.npy' % (name, suffix))
-            tmp = '%s.tmp-%d.npy' % (path, os.getpid())
             try:
                 os.makedirs(folder, exist_ok=True)
-                with open(tmp, 'wb') as f:
+                with atomic_file(path) as f:
                     np.save(f, array)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
             except OSError as exc:
                 raise UserError('cannot write %s: %s' % (path, exc.strerror or exc)) from exc
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)

@@ -11,6 +11,7 @@ import re
 import sys
 from contextlib import contextmanager
 
+from utils.atomic import atomic_file
 from utils.errors import OneLineParser, UserError
 
 
@@ -302,18 +303,11 @@ def write_config(args, path):
         if isinstance(value, (list, tuple)):
             value = ','.join(str(v) for v in value)
         lines.append('--%s=%s' % (key, shlex.quote(str(value))))
-    tmp = '%s.tmp-%d' % (path, os.getpid())
     try:
-        with open(tmp, 'w', encoding='utf-8') as f:
+        with atomic_file(path, 'w', encoding='utf-8') as f:
             f.write('\n'.join(lines) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         raise UserError('cannot write %s: %s' % (path, exc.strerror)) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def parse_args(argv=None):

@@ -73,14 +73,14 @@ def earlier_run(folder):
 
 
 def test_an_image_whose_name_is_not_utf8_decodes(tmp_path):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     path = os.path.join(str(tmp_path), LATIN1)
     image = write_png(path)
     np.testing.assert_array_equal(read_rgb(path), image[:, :, ::-1])    # RGB of the BGR written
 
 
 def test_a_fifo_named_like_an_image_is_refused_without_blocking(tmp_path):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     fifo = str(tmp_path / 'x.png')
     os.mkfifo(fifo)
     with pytest.raises(UserError, match='x.png: not a regular file'):

@@ -346,13 +346,13 @@ def jpeg(path, width=16, height=16, cut=None):
 
 @pytest.fixture
 def max_pixels():
-    from data import image_list
-    yield image_list.set_max_pixels
-    image_list.set_max_pixels(image_list.DEFAULT_MAX_PIXELS)
+    from data import image_file
+    yield image_file.set_max_pixels
+    image_file.set_max_pixels(image_file.DEFAULT_MAX_PIXELS)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, max_pixels):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     path = jpeg(tmp_path / 'big.jpg', 20000, 20000)
     with pytest.raises(UserError, match='big.jpg: its header claims 20000 x 20000'):
         read_rgb(path)
@@ -393,7 +393,7 @@ def test_main_refuses_an_image_bomb_in_a_folder_and_the_flag_reaches_the_check(t
 
 
 def test_an_image_file_larger_than_its_pixels_can_be_is_refused_unread(tmp_path, max_pixels):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     path = jpeg(tmp_path / 'padded.jpg')
     with open(path, 'ab') as f:
         f.truncate(8 * 1000 + (1 << 20) + 1)        # a sparse file: its size costs no disk
@@ -463,7 +463,7 @@ BOMBS_SCRIPT = """
 import os, re, sys
 import main
 from runner.checkpoint import Checkpointer
-from data.image_list import read_rgb
+from data.image_file import read_rgb
 from tools import embed, evaluate
 from utils.errors import run_command
 import mxnet as mx

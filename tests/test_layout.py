@@ -50,4 +50,4 @@ def test_metrics_import_no_mxnet_at_module_level():
 def test_utils_holds_only_shared_helpers():
     # what every layer uses, and no more: a new module here needs a reason (README, Layout)
     names = sorted(n for n in os.listdir(os.path.join(REPO, 'utils')) if n.endswith('.py'))
-    assert names == ['__init__.py', 'errors.py', 'events.py', 'mxnet_compat.py']
+    assert names == ['__init__.py', 'atomic.py', 'errors.py', 'events.py', 'mxnet_compat.py']

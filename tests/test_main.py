@@ -34,7 +34,7 @@ def test_digits_run_logs_saves_and_lowers_the_loss(tmp_path, capsys):
     assert 'synthetic=' in out                                                # in the progress bar
     saved = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / '*.params')))
     assert 'model_final.params' in saved and any(p.startswith('model_epoch_000') for p in saved)
-    assert not glob.glob(str(tmp_path / '*.tmp-*'))
+    assert not glob.glob(str(tmp_path / '.tmp-*')) and not glob.glob(str(tmp_path / '*.tmp-*'))   # utils/atomic.py's names
 
 
 @pytest.mark.slow

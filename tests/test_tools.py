@@ -123,7 +123,7 @@ np.save(sys.argv[3], net(mx.nd.array(np.load(sys.argv[2]))).asnumpy())
 
 @pytest.mark.slow
 def test_export_round_trip_without_the_repository(run_dir, tmp_path):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     from data.transforms import test_transform
     proc = _cli('tools.export', run_dir, tmp_path / 'net', '--params', best_params(run_dir))
     assert proc.returncode == 0, proc.stderr

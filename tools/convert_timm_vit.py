@@ -25,6 +25,7 @@ import re
 import sys
 
 import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
+from utils.atomic import atomic_paths
 from utils.errors import OneLineParser, UserError, first_line, run_command
 
 # A LayerNorm of timm: the final norm or a block's norm1 / norm2.
@@ -82,16 +83,12 @@ def run(argv):
         params = convert(load_state_dict(args.source))
     except (OSError, ValueError) as exc:
         raise UserError('%s: %s' % (args.source, exc)) from exc
-    tmp = '%s.tmp-%d' % (args.target, os.getpid())
     try:        # a crash or a full disk leaves no truncated file under the target's name
-        mx.nd.save(tmp, {name: mx.nd.array(value) for name, value in params.items()})
-        os.replace(tmp, args.target)
+        with atomic_paths(args.target) as tmp:
+            mx.nd.save(tmp, {name: mx.nd.array(value) for name, value in params.items()})
     except (OSError, mx.base.MXNetError) as exc:
         raise UserError('cannot write %s: %s' % (args.target, getattr(exc, 'strerror', None) or first_line(exc))) \
             from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print('wrote %d arrays to %s' % (len(params), args.target))
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from tools.run import load_model, run_parser
-from utils.errors import UserError, run_command
+from utils.atomic import atomic_file
+from utils.errors import UserError, run_command, warn
 
 
 def build_parser():
@@ -47,33 +48,28 @@ def list_images(image_dir, skip_bad_images=False):
     return paths
 
 
-def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=False):
-    """(embeddings (N, d) float32, the N paths kept) of images through the test transform."""
-    import mxnet as mx
-    from tqdm import tqdm
+def embed_images(paths, load, forward, batch_size=64, skip_bad_images=False):
+    """(embeddings (N, d) float32, the N paths kept) of image files, in batches, with a progress bar.
 
-    from data.checks import warn
-    from data.image_list import read_rgb
-    from data.transforms import test_transform
-    transform = test_transform(image_size)
+    load(path) -> (3, S, S) float32 model input, raising UserError naming a bad image;
+    forward((B, 3, S, S) float32) -> (B, d) numpy embeddings. Shared by tools.embed (MXNet) and
+    tools.embed_onnx (onnxruntime), so that both skip, warn and fail alike.
+    """
     feats, kept, bad, batch = [], [], [], []
 
     def flush():
         if batch:
-            x = mx.nd.array(np.stack(batch), ctx=ctx[0])
-            feats.append(net(x).asnumpy())
+            feats.append(forward(np.stack(batch)))
             del batch[:]
 
-    # The bar goes to stdout, as main.py's: stderr keeps only warnings and the one error line.
-    for path in tqdm(paths, desc='embedding', unit='img', file=sys.stdout, dynamic_ncols=True):
+    for path in _progress(paths):
         try:
-            image = read_rgb(path)
+            batch.append(load(path))
         except UserError as exc:
             if not skip_bad_images:
                 raise UserError('%s; pass --skip_bad_images to leave such images out' % exc)
             bad.append(path)
             continue
-        batch.append(transform(image))
         kept.append(path)
         if len(batch) == batch_size:
             flush()
@@ -86,42 +82,61 @@ def embed_paths(net, paths, image_size, ctx, batch_size=64, skip_bad_images=Fals
     return np.concatenate(feats).astype(np.float32), kept
 
 
-def write_atomic(path, write):
-    """write(binary file) to a temporary name, fsynced, renamed to path; UserError naming --out."""
-    tmp = '%s.tmp-%d' % (path, os.getpid())
+def _progress(items):
     try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError('--out: cannot write %s (%s)' % (path, exc.strerror)) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        from tqdm import tqdm
+    except ImportError:     # tools.embed_onnx needs only onnxruntime, opencv-python and numpy
+        return items
+    # The bar goes to stdout, as main.py's: stderr keeps only warnings and the one error line.
+    return tqdm(items, desc='embedding', unit='img', file=sys.stdout, dynamic_ncols=True)
+
+
+def check_out(out):
+    """--out names a .npy file in an existing, writable folder; returns OUT.txt, the listing's name."""
+    if not out.endswith('.npy'):
+        raise UserError('--out must name a .npy file, got %s' % out)
+    folder = os.path.dirname(out) or '.'
+    if not os.path.isdir(folder):
+        raise UserError('--out: no such folder: %s' % folder)
+    if not os.access(folder, os.W_OK):
+        raise UserError('--out: folder %s is not writable' % folder)
+    return out[:-len('.npy')] + '.txt'
+
+
+def write_outputs(out, emb, kept):
+    """OUT.npy (the embeddings) and OUT.txt (one path a line), each written atomically."""
+    listing = out[:-len('.npy')] + '.txt'
+    for path, write in ((out, lambda f: np.save(f, emb)),
+                        # a name that is not valid UTF-8 is listed as its bytes on disk, so it opens as listed
+                        (listing, lambda f: f.write(b''.join(os.fsencode(p) + b'\n' for p in kept)))):
+        try:
+            with atomic_file(path) as f:
+                write(f)
+        except OSError as exc:
+            raise UserError('--out: cannot write %s (%s)' % (path, exc.strerror)) from exc
+    print('%d images -> %s %s, %s' % (len(kept), out, emb.shape, listing))
 
 
 def run(argv=None):
     args = build_parser().parse_args(argv)
+    import mxnet as mx
+
+    from data.image_file import read_rgb, set_max_pixels
+    from data.transforms import test_transform
     from runner.devices import parse_contexts
     if args.batch_size < 1 or (args.max_image_pixels is not None and args.max_image_pixels < 1):
         raise UserError('--batch_size and --max_image_pixels must be positive, got %d and %s'
                         % (args.batch_size, args.max_image_pixels))
-    if not args.out.endswith('.npy'):
-        raise UserError('--out must name a .npy file, got %s' % args.out)
+    check_out(args.out)
     ctx = parse_contexts(args.ctx)
     run_args, net = load_model(args.run_dir, args.params, ctx)
-    from data.image_list import set_max_pixels
     set_max_pixels(args.max_image_pixels or run_args.max_image_pixels)
+    transform = test_transform(run_args.image_size)
     paths = list_images(args.image_dir, args.skip_bad_images)
-    emb, kept = embed_paths(net, paths, run_args.image_size, ctx, args.batch_size,
-                            args.skip_bad_images)
-    listing = args.out[:-len('.npy')] + '.txt'
-    write_atomic(args.out, lambda f: np.save(f, emb))
-    # a name that is not valid UTF-8 is listed as its bytes on disk, so it opens as listed
-    write_atomic(listing, lambda f: f.write(''.join(path + '\n' for path in kept).encode('utf-8', 'surrogateescape')))
-    print('%d images -> %s %s, %s' % (len(kept), args.out, emb.shape, listing))
+    emb, kept = embed_images(paths, lambda path: transform(read_rgb(path)),
+                             lambda x: net(mx.nd.array(x, ctx=ctx[0])).asnumpy(), args.batch_size,
+                             args.skip_bad_images)
+    write_outputs(args.out, emb, kept)
     return emb, kept
 
 

@@ -2,7 +2,7 @@
 
     python3 -m tools.embed_onnx MODEL.onnx IMAGE_DIR --out OUT.npy [--batch_size 64] [--skip_bad_images]
 
-Needs only onnxruntime, opencv-python and numpy (tqdm, when installed, draws a progress bar); it
+Needs only onnxruntime, opencv-python, numpy and Pillow (tqdm, when installed, draws a progress bar); it
 imports neither MXNet nor anything of the project that does. The preprocessing is read from the
 model's metadata (input size, channel order, OpenCV bilinear resize, scale, mean, std), the test
 transform's. Images are listed as tools.embed lists them (recursively, symbolic links followed,
@@ -18,11 +18,10 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+from data.image_file import read_rgb
+from tools.embed import check_out, embed_images, list_images, write_outputs
 from utils.errors import OneLineParser, UserError, first_line, run_command
 
-# data.folder's (which imports MXNet through the data package); the tests check that they agree.
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
-UNSUPPORTED_EXTENSIONS = ('.gif', '.svg', '.heic', '.heif', '.avif', '.jxl', '.jp2', '.ico', '.psd')
 METADATA = ('input_size', 'channel_order', 'resize', 'scale', 'mean', 'std', 'embedding_size')
 
 
@@ -37,43 +36,6 @@ def build_parser():
                    help='leave out images that cannot be decoded (with a warning) instead of stopping')
     p.add_argument('--debug', action='store_true', help='show the traceback of input errors')
     return p
-
-
-def warn(message):
-    print('warning: %s' % message, file=sys.stderr, flush=True)
-
-
-def list_images(image_dir, skip_bad_images=False):
-    """Image paths under image_dir in tools.embed's order (data.folder's: folder by folder, by the
-    folder's path components, file names sorted)."""
-    if not os.path.isdir(image_dir):
-        raise UserError('IMAGE_DIR %s is not a folder' % image_dir)
-    folders, unsupported, seen = [], [], set()
-    for folder, subdirs, files in os.walk(image_dir, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:    # a link back up the tree would otherwise walk forever
-            subdirs[:] = []
-            continue
-        seen.add(real)
-        subdirs[:] = [d for d in subdirs if not d.startswith('.')]
-        names = sorted(f for f in files if not f.startswith('.'))
-        images = [os.path.join(folder, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-        unsupported += [os.path.join(folder, n) for n in names
-                        if os.path.splitext(n)[1].lower() in UNSUPPORTED_EXTENSIONS]
-        rel = os.path.relpath(folder, image_dir)
-        if images:
-            folders.append((() if rel == os.curdir else tuple(rel.split(os.sep)), images))
-    if unsupported:
-        if not skip_bad_images:
-            raise UserError('%s: image format not supported (supported: %s); convert or remove it, '
-                            'or pass --skip_bad_images'
-                            % (unsupported[0], ', '.join(e[1:] for e in IMAGE_EXTENSIONS)))
-        warn('skipped %d image(s) of unsupported formats: %s%s'
-             % (len(unsupported), ', '.join(unsupported[:3]), ', ...' if len(unsupported) > 3 else ''))
-    paths = [path for _, images in sorted(folders) for path in images]
-    if not paths:
-        raise UserError('no images under %s' % image_dir)
-    return paths
 
 
 class Preprocess:
@@ -103,13 +65,9 @@ class Preprocess:
         self.levels = np.ascontiguousarray(((levels[:, None] - mean) / std).T)
 
     def __call__(self, path):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            reason = 'file does not exist' if not os.path.isfile(path) else \
-                'not a readable image file (corrupt or unsupported format)'
-            raise UserError('cannot decode image %s: %s' % (path, reason))
-        if self.rgb:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = read_rgb(path)      # as training reads it: header checks first, any file name
+        if not self.rgb:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         return np.stack([cv2.LUT(plane, self.levels[c]) for c, plane in enumerate(cv2.split(image))])
 
@@ -126,79 +84,17 @@ def load_session(model):
     return session, Preprocess(session.get_modelmeta().custom_metadata_map, model)
 
 
-def progress(items):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    # The bar goes to stdout, as tools.embed's: stderr keeps only warnings and the one error line.
-    return tqdm(items, desc='embedding', unit='img', file=sys.stdout, dynamic_ncols=True)
-
-
-def embed_paths(session, preprocess, paths, batch_size=64, skip_bad_images=False):
-    """(embeddings (N, d) float32, the N paths kept) of image files through the model."""
-    name = session.get_inputs()[0].name
-    feats, kept, bad, batch = [], [], [], []
-
-    def flush():
-        if batch:
-            feats.append(session.run(None, {name: np.stack(batch)})[0])
-            del batch[:]
-
-    for path in progress(paths):
-        try:
-            batch.append(preprocess(path))
-        except UserError as exc:
-            if not skip_bad_images:
-                raise UserError('%s; pass --skip_bad_images to leave such images out' % exc)
-            bad.append(path)
-            continue
-        kept.append(path)
-        if len(batch) == batch_size:
-            flush()
-    flush()
-    if bad:
-        warn('skipped %d image(s) that cannot be decoded: %s%s'
-             % (len(bad), ', '.join(bad[:3]), ', ...' if len(bad) > 3 else ''))
-    if not kept:
-        raise UserError('none of the %d images could be decoded' % len(paths))
-    return np.concatenate(feats).astype(np.float32), kept
-
-
-def write_atomic(path, write):
-    """write(file object) into a temporary file beside path, fsynced, then renamed to path."""
-    tmp = os.path.join(os.path.dirname(path) or '.', '.tmp-%s-%d' % (os.path.basename(path), os.getpid()))
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError('--out: cannot write %s (%s)' % (path, exc.strerror or exc))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def run(argv=None):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError('--batch_size must be positive, got %d' % args.batch_size)
-    if not args.out.endswith('.npy'):
-        raise UserError('--out must name a .npy file, got %s' % args.out)
-    folder = os.path.dirname(args.out) or '.'
-    if not os.path.isdir(folder):
-        raise UserError('--out: no such folder: %s' % folder)
-    if not os.access(folder, os.W_OK):
-        raise UserError('--out: folder %s is not writable' % folder)
+    check_out(args.out)
     session, preprocess = load_session(args.model)
+    name = session.get_inputs()[0].name
     paths = list_images(args.image_dir, args.skip_bad_images)
-    emb, kept = embed_paths(session, preprocess, paths, args.batch_size, args.skip_bad_images)
-    listing = args.out[:-len('.npy')] + '.txt'
-    write_atomic(args.out, lambda f: np.save(f, emb))
-    write_atomic(listing, lambda f: f.write(b''.join(os.fsencode(path) + b'\n' for path in kept)))
-    print('%d images -> %s %s, %s' % (len(kept), args.out, emb.shape, listing))
+    emb, kept = embed_images(paths, preprocess, lambda x: session.run(None, {name: x})[0], args.batch_size,
+                             args.skip_bad_images)
+    write_outputs(args.out, emb, kept)
     return emb, kept
 
 

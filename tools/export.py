@@ -21,6 +21,7 @@ import sys
 
 import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Python 3.12+, the CUDA wheels' libraries)
 from tools.run import load_model, run_parser
+from utils.atomic import atomic_paths, temporary_name
 from utils.errors import UserError, first_line, run_command
 
 FORMATS = ('both', 'onnx', 'mxnet')
@@ -33,36 +34,17 @@ def build_parser():
     return p
 
 
-def _temporary(path):
-    # The process id first: the temporary name of OUT_PREFIX-symbol.json is that of OUT_PREFIX + '-symbol.json'.
-    return os.path.join(os.path.dirname(path) or '.', '.tmp-%d-%s' % (os.getpid(), os.path.basename(path)))
-
-
-def _publish(pairs):
-    """fsync every (temporary, final) file, then rename each to its final name."""
-    for tmp, _ in pairs:
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-    for tmp, final in pairs:
-        os.replace(tmp, final)
-
-
 def _write(finals, write):
-    """write(temporary names) writes the files; then they are published under ``finals``. A failure
-    (OSError, or MXNetError: MXNet's file streams raise it on a full disk) leaves none of the
-    temporary files and no final file that was not complete."""
+    """write(temporary names) writes the files, then they are published under ``finals`` together
+    (utils/atomic.py). A failure (OSError, or MXNetError: MXNet's file streams raise it on a full
+    disk) leaves no temporary file and no final file that was not complete."""
     import mxnet as mx
-    pairs = [(_temporary(final), final) for final in finals]
     try:
-        write([tmp for tmp, _ in pairs])
-        _publish(pairs)
+        with atomic_paths(*finals) as tmps:
+            write(tmps if len(finals) > 1 else [tmps])
     except (OSError, mx.base.MXNetError) as exc:
         raise UserError('cannot write %s (%s)' % (' and '.join(finals), getattr(exc, 'strerror', None)
                                                   or first_line(exc)))
-    finally:
-        for tmp, _ in pairs:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return finals
 
 
@@ -71,7 +53,7 @@ def export_mxnet(net, image_size, out_prefix):
     import mxnet as mx
     net(mx.nd.zeros((1, 3, image_size, image_size)))   # export needs one forward pass of the graph
     return _write([out_prefix + '-symbol.json', out_prefix + '-0000.params'],
-                  lambda tmps: net.export(_temporary(out_prefix), epoch=0))
+                  lambda tmps: net.export(temporary_name(out_prefix), epoch=0))
 
 
 def export_onnx(net, run_args, path):

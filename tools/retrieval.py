@@ -84,7 +84,7 @@ def _load_saved(folder, name):
 
 
 def _image(source):
-    from data.image_list import read_rgb
+    from data.image_file import read_rgb
     return source if isinstance(source, np.ndarray) else read_rgb(source)
 
 
@@ -99,7 +99,7 @@ def run(argv=None):
     if os.path.splitext(args.out)[1].lower() not in ('.png', '.jpg', '.jpeg'):
         raise UserError('--out %s: expected a .png or .jpg file name' % args.out)
     conf = run_args(args.run_dir)
-    from data.image_list import set_max_pixels
+    from data.image_file import set_max_pixels
     set_max_pixels(conf.max_image_pixels)
     folder = os.path.join(args.run_dir, 'embeddings')
     query_gallery = os.path.isfile(os.path.join(folder, 'query_embeddings.npy'))

@@ -31,6 +31,11 @@ def run_command(run, argv=None):
         return exc.status
 
 
+def warn(message):
+    """A one-line warning on stderr, in the style of the ``error: ...`` lines."""
+    print('warning: %s' % message, file=sys.stderr, flush=True)
+
+
 def first_line(exc):
     """The one line of an exception worth showing a user.
 
