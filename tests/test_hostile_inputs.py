@@ -402,6 +402,25 @@ def test_an_image_file_larger_than_its_pixels_can_be_is_refused_unread(tmp_path,
         read_rgb(path)
 
 
+@pytest.mark.parametrize('ext', ['.webp', '.tif', '.ppm', '.pgm', '.bmp', '.png', '.jpg'])
+def test_every_format_of_a_folder_data_set_has_its_size_read_from_the_header(tmp_path, ext):
+    from data.image_header import check_image_file
+    path = str(tmp_path / ('x' + ext))
+    image = np.random.RandomState(0).randint(0, 255, (20, 30, 3)).astype(np.uint8)
+    assert cv2.imwrite(path, image[:, :, 0] if ext == '.pgm' else image)
+    check_image_file(path, 600)
+    with pytest.raises(ValueError, match='claims 30 x 20 = 600 pixels, over --max_image_pixels 599'):
+        check_image_file(path, 599)
+
+
+def test_a_file_of_no_known_image_format_is_not_decoded(tmp_path):
+    from data.image_list import read_rgb
+    path = tmp_path / 'x.jpg'
+    path.write_bytes(b'\x00' * 100)
+    with pytest.raises(UserError, match='x.jpg: not a readable image file'):
+        read_rgb(str(path))
+
+
 def test_skip_bad_images_leaves_an_image_bomb_out(tmp_path):
     from data.checks import check_images
     good, bomb = jpeg(tmp_path / 'good.jpg'), jpeg(tmp_path / 'bomb.jpg', 20000, 20000)
