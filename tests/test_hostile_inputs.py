@@ -457,6 +457,23 @@ def test_compare_refuses_a_binary_paper_csv_and_skips_a_folder_named_like_an_eve
     assert read_scalars(str(tmp_path / 'run')) == {}
 
 
+@pytest.mark.parametrize('tool,flags,expected', [
+    ('evaluate', ['--seed', '-1'], '--seed must be in [0, 2^32)'),
+    ('retrieval', ['RUN', '--out', 'g.png', '--seed', '-1'], '--seed must be in [0, 2^32)'),
+    ('retrieval', ['RUN', '--out', 'g.png', '--tile', '100000'], '--tile in [8, 1024]'),
+])
+def test_the_tools_flags_out_of_range_are_one_line(tmp_path, capsys, tool, flags, expected):
+    import importlib
+    module = importlib.import_module('tools.' + tool)
+    np.save(tmp_path / 'e.npy', np.eye(4, dtype=np.float32))
+    np.save(tmp_path / 'l.npy', np.arange(4))
+    argv = [str(tmp_path) if f == 'RUN' else f for f in flags]
+    if tool == 'evaluate':
+        argv += ['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy')]
+    assert run_command(lambda a: module.run(a) and 0, argv) == 2
+    one_line(capsys.readouterr().err.splitlines(), expected)
+
+
 def test_retrieval_refuses_an_out_of_another_format_first(tmp_path, capsys):
     from tools import retrieval
     status = run_command(lambda argv: retrieval.run(argv) and 0, [str(tmp_path), '--out', str(tmp_path / 'grid.xyz')])
