@@ -23,16 +23,18 @@ class BadImageFile(ValueError):
 
 def check_image_file(path, max_pixels):
     """BadImageFile (a ValueError, without the path) when the image in ``path`` has more than
-    ``max_pixels`` pixels by its header, or is a JPEG or PNG that does not end with its end marker.
-    Formats Pillow does not know are left to the decoder."""
+    ``max_pixels`` pixels by its header (or no header Pillow can read), is larger than such an image
+    can be, or is a JPEG or PNG that does not end with its end marker."""
     from PIL import Image
     pillow_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None       # Pillow's own bomb check would override max_pixels
     try:
         with Image.open(path) as image:
             (width, height), kind = image.size, image.format
-    except (OSError, ValueError, SyntaxError):   # Pillow cannot read it: the decoder says why
-        return
+    except (OSError, ValueError, SyntaxError):
+        # without a size the decoder could allocate anything (OpenCV: up to 2^30 pixels)
+        raise BadImageFile('not a readable image file (no header of a format Pillow knows, '
+                           'e.g. JPEG, PNG, BMP, PPM, TIFF, WebP)') from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
     # 8 bytes per pixel: 16-bit RGBA uncompressed; a file larger than that holds something else,

@@ -402,6 +402,25 @@ def test_an_image_file_larger_than_its_pixels_can_be_is_refused_unread(tmp_path,
         read_rgb(path)
 
 
+@pytest.mark.parametrize('ext', ['.webp', '.tif', '.ppm', '.pgm', '.bmp', '.png', '.jpg'])
+def test_every_format_of_a_folder_data_set_has_its_size_read_from_the_header(tmp_path, ext):
+    from data.image_header import check_image_file
+    path = str(tmp_path / ('x' + ext))
+    image = np.random.RandomState(0).randint(0, 255, (20, 30, 3)).astype(np.uint8)
+    assert cv2.imwrite(path, image[:, :, 0] if ext == '.pgm' else image)
+    check_image_file(path, 600)
+    with pytest.raises(ValueError, match='claims 30 x 20 = 600 pixels, over --max_image_pixels 599'):
+        check_image_file(path, 599)
+
+
+def test_a_file_of_no_known_image_format_is_not_decoded(tmp_path):
+    from data.image_list import read_rgb
+    path = tmp_path / 'x.jpg'
+    path.write_bytes(b'\x00' * 100)
+    with pytest.raises(UserError, match='x.jpg: not a readable image file'):
+        read_rgb(str(path))
+
+
 def test_skip_bad_images_leaves_an_image_bomb_out(tmp_path):
     from data.checks import check_images
     good, bomb = jpeg(tmp_path / 'good.jpg'), jpeg(tmp_path / 'bomb.jpg', 20000, 20000)
@@ -436,6 +455,23 @@ def test_compare_refuses_a_binary_paper_csv_and_skips_a_folder_named_like_an_eve
         load_paper_numbers(str(binary))
     (tmp_path / 'run' / 'events.out.tfevents.123.host').mkdir(parents=True)
     assert read_scalars(str(tmp_path / 'run')) == {}
+
+
+@pytest.mark.parametrize('tool,flags,expected', [
+    ('evaluate', ['--seed', '-1'], '--seed must be in [0, 2^32)'),
+    ('retrieval', ['RUN', '--out', 'g.png', '--seed', '-1'], '--seed must be in [0, 2^32)'),
+    ('retrieval', ['RUN', '--out', 'g.png', '--tile', '100000'], '--tile in [8, 1024]'),
+])
+def test_the_tools_flags_out_of_range_are_one_line(tmp_path, capsys, tool, flags, expected):
+    import importlib
+    module = importlib.import_module('tools.' + tool)
+    np.save(tmp_path / 'e.npy', np.eye(4, dtype=np.float32))
+    np.save(tmp_path / 'l.npy', np.arange(4))
+    argv = [str(tmp_path) if f == 'RUN' else f for f in flags]
+    if tool == 'evaluate':
+        argv += ['--embeddings', str(tmp_path / 'e.npy'), '--labels', str(tmp_path / 'l.npy')]
+    assert run_command(lambda a: module.run(a) and 0, argv) == 2
+    one_line(capsys.readouterr().err.splitlines(), expected)
 
 
 def test_retrieval_refuses_an_out_of_another_format_first(tmp_path, capsys):
