@@ -382,6 +382,7 @@ def test_a_really_full_disk_is_one_line(tiny_disk):
 _PREPARE = '''
 import sys, time
 import numpy as np
+import utils.mxnet_compat  # first, as in every entry point: MXNet 1.9.1 on Python 3.12+ needs it
 from utils.errors import run_command
 
 def slow_decode(source):
