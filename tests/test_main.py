@@ -264,6 +264,7 @@ def test_see_schedule_reaches_the_loss(tmp_path, monkeypatch):
     assert seen == sorted(seen)                           # one value per epoch, rising
 
 
+@pytest.mark.slow
 def test_the_validation_classes_are_the_same_under_every_seed(tmp_path, monkeypatch):
     """--init_from's two-stage recipe (README) holds out the same classes in both runs, whatever --seed."""
     import runner.trainer

@@ -57,6 +57,7 @@ def test_a_resumed_run_remembers_the_best_so_far(tmp_path, monkeypatch, capsys):
     assert [e for e, _ in read_scalars(save_dir)['metric_epoch/R1/best']] == [1, 2]
 
 
+@pytest.mark.slow
 def test_the_synthetic_share_is_logged_at_every_summary_step(tmp_path, monkeypatch):
     """Two batches per epoch, --summary_step 1: the share of synthetic negatives at every step, as the loss."""
     script(monkeypatch, test=[0.5, 0.6])
