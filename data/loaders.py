@@ -47,12 +47,13 @@ class DataLoader(mx.gluon.data.DataLoader):
                 raise UserError('a DataLoader worker gave no batch within %d s: it died (killed, e.g. for lack of '
                                 'memory, or crashed in an image decoder) or is stuck; run with --num_workers 0 '
                                 'to see the image' % self._timeout) from None
-            except OSError as exc:      # the images' own errors come as UserError
+            except (OSError, EOFError) as exc:      # the images' own errors come as UserError
+                # a dead worker's batch: its connection refused (OSError) or cut mid-message (EOFError)
                 if not self._num_workers:
                     raise
                 raise UserError('lost a DataLoader worker (%s): it died (killed, e.g. for lack of memory, or '
                                 'crashed in an image decoder); run with --num_workers 0 to see the image'
-                                % (exc.strerror or exc)) from None
+                                % (getattr(exc, 'strerror', None) or exc or type(exc).__name__)) from None
             yield batch
 
 
