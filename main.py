@@ -18,7 +18,7 @@ import utils.mxnet_compat  # noqa: F401  (first: MXNet 1.9.1's numpy names on Py
 from loss import build_loss
 from runner.options import build_parser, check_args, flag_errors, parse_args, selection_metric, write_config  # noqa: F401
 from runner.trainer import build_trainer, fmt, train_step  # noqa: F401  (main.train_step: the API tests use)
-from utils.errors import run_command
+from utils.errors import run_command, warn
 
 
 def seed_everything(seed):
@@ -26,10 +26,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     mx.random.seed(seed)
-
-
-def warn(line):
-    print('warning: ' + line, file=sys.stderr)
 
 
 def describe(name, loaders):
