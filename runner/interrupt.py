@@ -56,24 +56,22 @@ class StopFlag:
     def name(self):
         return signal.Signals(self.signum).name if self.signum else None
 
-    def prepare(self):
+    def _install(self, handler):
         global _quiet_children
         _quiet_children = True
         for sig in SIGNALS:
-            signal.signal(sig, self._stop_now)
+            signal.signal(sig, handler)
+
+    def prepare(self):
+        self._install(self._stop_now)
 
     def _stop_now(self, signum, frame):
-        if self.signum is not None:
-            _exit_now(signum)
-        self.signum = signum
+        self._handle(signum, frame)     # (a second signal exits at once)
         raise Stopped('stopped by %s before training began: no checkpoint was written yet (nothing to --resume)'
                       % self.name, signum)
 
     def arm(self):
-        global _quiet_children
-        _quiet_children = True
-        for sig in SIGNALS:
-            signal.signal(sig, self._handle)
+        self._install(self._handle)
 
     def _handle(self, signum, frame):
         if self.signum is not None:

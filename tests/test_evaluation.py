@@ -97,10 +97,9 @@ def _textbook(rel, ks):
             (np.cumsum(top, axis=1) / np.arange(1, r + 1) * top).sum(axis=1) / r, top.mean(axis=1))
 
 
-def every_order(q, ql, g, gl, ks, self_retrieval):
-    """The metrics averaged over all n! orders of the database (tiny cases only): each order,
-    sorted stably by float64 distance, is one way of breaking the ties, and each tie order
-    arises equally often."""
+def _averaged(q, ql, g, gl, ks, self_retrieval, orders):
+    """The metrics of every query with a same-label item, each averaged over the relevance lists
+    (P, n) that ``orders(dist, same)`` gives for its database."""
     d = _distances(q, g)
     hits = np.zeros(len(ks))
     aps, rps = [], []
@@ -108,9 +107,7 @@ def every_order(q, ql, g, gl, ks, self_retrieval):
         dist, same = _database(d, ql, gl, i, self_retrieval)
         if not same.any():
             continue
-        perms = np.array(list(itertools.permutations(range(len(dist)))))
-        ordered = np.take_along_axis(perms, np.argsort(dist[perms], axis=1, kind='stable'), axis=1)
-        found, ap, rp = _textbook(same[ordered].astype(np.int64), ks)
+        found, ap, rp = _textbook(orders(dist, same), ks)
         hits += found.mean(axis=0)
         aps.append(ap.mean())
         rps.append(rp.mean())
@@ -119,24 +116,23 @@ def every_order(q, ql, g, gl, ks, self_retrieval):
     return out
 
 
+def every_order(q, ql, g, gl, ks, self_retrieval):
+    """The metrics averaged over all n! orders of the database (tiny cases only): each order,
+    sorted stably by float64 distance, is one way of breaking the ties, and each tie order
+    arises equally often."""
+    def orders(dist, same):
+        perms = np.array(list(itertools.permutations(range(len(dist)))))
+        ordered = np.take_along_axis(perms, np.argsort(dist[perms], axis=1, kind='stable'), axis=1)
+        return same[ordered].astype(np.int64)
+    return _averaged(q, ql, g, gl, ks, self_retrieval, orders)
+
+
 def fixed_order(q, ql, g, gl, ks, self_retrieval, same_first):
     """The metrics with one fixed tie rule: same-label items first (optimistic) or last
     (pessimistic, this code's rule before ties were averaged)."""
-    d = _distances(q, g)
-    hits = np.zeros(len(ks))
-    aps, rps = [], []
-    for i in range(len(ql)):
-        dist, same = _database(d, ql, gl, i, self_retrieval)
-        if not same.any():
-            continue
-        rel = same[np.lexsort((~same if same_first else same, dist))].astype(np.int64)
-        found, ap, rp = _textbook(rel[None, :], ks)
-        hits += found[0]
-        aps.append(ap[0])
-        rps.append(rp[0])
-    out = {'R@%d' % k: hits[j] / len(ql) for j, k in enumerate(ks)}
-    out.update({'MAP@R': float(np.mean(aps)), 'RP': float(np.mean(rps))})
-    return out
+    def orders(dist, same):
+        return same[np.lexsort((~same if same_first else same, dist))].astype(np.int64)[None, :]
+    return _averaged(q, ql, g, gl, ks, self_retrieval, orders)
 
 
 def _assert_same(result, expected):
